@@ -1,0 +1,270 @@
+//! Inline execution: the engine's own thread carries out the state machine's steps with
+//! non-blocking `splice(2)`, `read(2)` and `write(2)`. Both backends use it: io_uring for
+//! transfers on the inline strategy (readiness from `IORING_OP_POLL_ADD`) and for copies,
+//! the fallback for everything (readiness from epoll).
+
+use crate::error::{Error, Op};
+use crate::inflight::{CopyBuf, InFlight, Key};
+use crate::machine::{Action, OpResult, Route};
+use crate::sys;
+
+/// Which readiness a parked transfer waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// The source readable.
+    Read,
+    /// The destination writable.
+    Write,
+}
+
+/// What a backend supplies to run transfers inline: a way to wait for readiness and a way
+/// to finish a transfer (releasing whatever the backend holds for it).
+pub(crate) trait Readiness {
+    /// Waits for the slot's source (`Read`) or destination (`Write`) to be ready, then puts
+    /// the slot back on the ready queue.
+    fn arm(&mut self, fl: &mut InFlight, k: Key, dir: Dir);
+    /// Removes a finished transfer.
+    fn finish(&mut self, fl: &mut InFlight, k: Key);
+    /// Moves a transfer that does not run inline (io_uring chains) on; the fallback runs
+    /// everything inline and never gets here.
+    fn advance_other(&mut self, fl: &mut InFlight, k: Key);
+    /// Whether the slot's next steps are carried out inline.
+    fn runs_inline(&self, slot: &crate::inflight::Slot) -> bool;
+}
+
+/// Runs every transfer on the ready queue once (transfers that yield go to the back, for
+/// the next pass).
+pub(crate) fn run_ready<R: Readiness>(r: &mut R, fl: &mut InFlight, sigpipe_guard: bool) {
+    let n = fl.ready.len();
+    for _ in 0..n {
+        let Some(k) = fl.ready.pop_front() else { break };
+        let Some(slot) = fl.get(k) else { continue };
+        if slot.in_kernel > 0 {
+            continue; // waiting on the kernel, which will move it on
+        }
+        if !r.runs_inline(slot) {
+            r.advance_other(fl, k);
+            continue;
+        }
+        match run(fl, k, sigpipe_guard) {
+            Park::Readable => r.arm(fl, k, Dir::Read),
+            Park::Writable => r.arm(fl, k, Dir::Write),
+            Park::NeedPipe => {}
+            Park::Yield => fl.ready.push_back(k),
+            Park::Finish => r.finish(fl, k),
+        }
+    }
+}
+
+/// Moves an inline transfer with nothing in flight on: wait, run, or finish.
+pub(crate) fn advance<R: Readiness>(r: &mut R, fl: &mut InFlight, k: Key, action: Action) {
+    let Some(slot) = fl.get(k) else { return };
+    match action {
+        Action::Finish => r.finish(fl, k),
+        Action::WaitReadable if slot.src_pollable => r.arm(fl, k, Dir::Read),
+        Action::WaitWritable if slot.dst_pollable => r.arm(fl, k, Dir::Write),
+        _ => {
+            if !slot.waiting_pipe {
+                fl.ready.push_back(k)
+            }
+        }
+    }
+}
+
+/// Why inline work on a transfer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Park {
+    /// Wait until the source is readable.
+    Readable,
+    /// Wait until the destination is writable.
+    Writable,
+    /// Waiting for the pipe budget; the slot is queued for a returned pipe.
+    NeedPipe,
+    /// Its share of this pass is used up; run it again on the next pass.
+    Yield,
+    /// Done: finish it.
+    Finish,
+}
+
+/// The largest read/write buffer of a copy.
+const COPY_BUF: usize = 256 << 10;
+/// Most syscalls one transfer makes in one pass, so a stream of tiny results cannot hold
+/// the loop.
+const MAX_CALLS: u32 = 64;
+
+fn res(r: std::io::Result<usize>) -> OpResult {
+    r.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Runs a transfer inline until it must wait, has had its share, or is done.
+pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
+    let budget = fl.cfg.fairness_bytes as u64;
+    let mut moved: u64 = 0;
+    let mut calls = 0;
+    loop {
+        let Some(slot) = fl.get(k) else {
+            return Park::Finish;
+        };
+        let action = slot.machine().next();
+        if matches!(
+            action,
+            Action::Fill { .. } | Action::Drain { .. } | Action::Direct { .. }
+        ) {
+            if moved >= budget || calls >= MAX_CALLS {
+                return Park::Yield;
+            }
+            calls += 1;
+            fl.stats.inline_calls += 1;
+        }
+        let slot = fl.get(k).expect("invariant: checked above");
+        match action {
+            Action::Finish => return Park::Finish,
+            Action::WaitReadable => {
+                if slot.src_pollable {
+                    return Park::Readable;
+                }
+                slot.machine().ready();
+            }
+            Action::WaitWritable => {
+                if slot.dst_pollable {
+                    return Park::Writable;
+                }
+                slot.machine().ready();
+            }
+            Action::Fill { len } => {
+                let route = slot.machine().route();
+                if route == Route::Pipe {
+                    if !fl.lease_pipe(k, true) {
+                        return Park::NeedPipe;
+                    }
+                    let slot = fl.get(k).expect("invariant: slot exists");
+                    let Some((wfd, cap)) = slot.pipe.as_ref().map(|p| (p.write_fd(), p.capacity()))
+                    else {
+                        continue; // pipe creation failed; the machine holds the error
+                    };
+                    let len = len.min(cap);
+                    let off = slot.machine().src_off();
+                    let r = res(sys::splice(slot.src_fd, off, wfd, None, len));
+                    slot.machine().on_fill(r);
+                    if slot.machine().staged() == 0 {
+                        fl.release_pipe_if_idle(k);
+                    }
+                } else {
+                    let buf = copy_buf(&mut slot.buf);
+                    let len = len.min(buf.data.len());
+                    let off = slot.machine.as_ref().and_then(|m| m.src_off());
+                    let r = res(sys::read(slot.src_fd, off, &mut buf.data[..len]));
+                    if let Ok(n) = r {
+                        buf.start = 0;
+                        buf.end = n;
+                    }
+                    slot.machine().on_fill(r);
+                }
+            }
+            Action::Drain { len } => {
+                let route = slot.machine().route();
+                let dst = slot.dst_fd;
+                let off = slot.machine().dst_off();
+                let r = if route == Route::Pipe {
+                    let pipe = slot
+                        .pipe
+                        .as_ref()
+                        .expect("invariant: staged bytes are in the pipe");
+                    let rfd = pipe.read_fd();
+                    guarded(sigpipe_guard && slot.dst_socket, || {
+                        res(sys::splice(rfd, None, dst, off, len))
+                    })
+                } else {
+                    drain_copy(slot, dst, off, sigpipe_guard)
+                };
+                if let Ok(n) = r {
+                    moved += n as u64;
+                }
+                let m = slot.machine();
+                m.on_drain(r);
+                if m.take_copy_fallback() {
+                    fl.stats.copy_fallbacks += 1;
+                }
+                fl.release_pipe_if_idle(k);
+            }
+            Action::Direct { len } => {
+                let (src, dst) = (slot.src_fd, slot.dst_fd);
+                let m = slot.machine();
+                let (so, doff) = (m.src_off(), m.dst_off());
+                let r = guarded(sigpipe_guard, || res(sys::splice(src, so, dst, doff, len)));
+                if let Ok(n) = r {
+                    moved += n as u64;
+                }
+                m.on_direct(r);
+            }
+        }
+        if let Some(slot) = fl.get(k) {
+            if slot.machine().take_copy_fallback() {
+                fl.stats.copy_fallbacks += 1;
+            }
+        }
+    }
+}
+
+fn copy_buf(b: &mut Option<CopyBuf>) -> &mut CopyBuf {
+    b.get_or_insert_with(|| CopyBuf {
+        data: vec![0u8; COPY_BUF].into_boxed_slice(),
+        start: 0,
+        end: 0,
+    })
+}
+
+/// The copy route's drain: write what the buffer holds; when it is empty but bytes are
+/// staged, they are in the pipe (splice refused the destination after a fill), so read
+/// them out of the pipe first.
+fn drain_copy(
+    slot: &mut crate::inflight::Slot,
+    dst: i32,
+    off: Option<u64>,
+    sigpipe_guard: bool,
+) -> OpResult {
+    let socket = slot.dst_socket;
+    let pipe_fd = slot.pipe.as_ref().map(|p| p.read_fd());
+    let buf = copy_buf(&mut slot.buf);
+    if buf.start == buf.end {
+        let Some(pfd) = pipe_fd else {
+            return Err(libc::EIO);
+        };
+        match sys::read(pfd, None, &mut buf.data) {
+            Ok(n) => {
+                buf.start = 0;
+                buf.end = n;
+            }
+            Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+    let chunk = &buf.data[buf.start..buf.end];
+    let r = guarded(sigpipe_guard && !socket, || {
+        res(sys::write(dst, off, chunk, socket))
+    });
+    if let Ok(n) = r {
+        buf.start += n;
+    }
+    r
+}
+
+/// Runs `f` with `SIGPIPE` blocked and a pending one consumed, for hosts that have not
+/// ignored it: a splice or write into a closed pipe or socket then fails with `EPIPE`
+/// instead of killing the process.
+fn guarded(on: bool, f: impl FnOnce() -> OpResult) -> OpResult {
+    if !on {
+        return f();
+    }
+    let old = sys::block_sigpipe();
+    let r = f();
+    if r == Err(libc::EPIPE) {
+        sys::consume_sigpipe();
+    }
+    sys::restore_sigmask(old);
+    r
+}
+
+/// An error for a readiness wait that failed.
+pub(crate) fn poll_error(fd: i32, errno: i32) -> Error {
+    Error::errno(Op::Poll, fd, errno)
+}

@@ -1,0 +1,176 @@
+//! Builder: the engine's settings and their defaults.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Which backend to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendPreference {
+    /// io_uring when this kernel and sandbox allow it, else the fallback. The environment
+    /// variable `RINGSPLICE_BACKEND` (`auto`, `io-uring`, `fallback`) overrides it.
+    #[default]
+    Auto,
+    /// io_uring or an error naming what is missing.
+    IoUring,
+    /// The readiness-driven fallback (epoll + inline splice), even where io_uring works.
+    Fallback,
+}
+
+/// Settings for an [`Engine`]. Every setter documents its default.
+///
+/// ```no_run
+/// let engine = ringsplice::Engine::builder()
+///     .max_transfers(10_000)
+///     .pipe_size(1 << 20)
+///     .build()?;
+/// # Ok::<(), ringsplice::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    pub(crate) ring_entries: u32,
+    pub(crate) max_transfers: usize,
+    pub(crate) pipe_size: usize,
+    pub(crate) pipe_pool_size: usize,
+    pub(crate) pipe_budget: usize,
+    pub(crate) chunk_size: usize,
+    pub(crate) chain_depth: usize,
+    pub(crate) iowq_max_workers: u32,
+    pub(crate) fairness_bytes: usize,
+    pub(crate) backend: BackendPreference,
+    pub(crate) env_override: bool,
+    pub(crate) probe_hide_splice: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            ring_entries: 256,
+            max_transfers: 4096,
+            pipe_size: 1 << 20,
+            pipe_pool_size: 64,
+            pipe_budget: 256 << 20,
+            chunk_size: 1 << 20,
+            chain_depth: 4,
+            iowq_max_workers: 4,
+            fairness_bytes: 4 << 20,
+            backend: BackendPreference::Auto,
+            env_override: true,
+            probe_hide_splice: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Submission queue entries (default 256; the completion queue is twice that). A full
+    /// queue is flushed, never dropped, so this bounds batching, not concurrency.
+    pub fn ring_entries(mut self, n: u32) -> Builder {
+        self.ring_entries = n;
+        self
+    }
+
+    /// Most transfers in flight at once (default 4096); past it `submit` refuses with
+    /// [`Error::Full`].
+    pub fn max_transfers(mut self, n: usize) -> Builder {
+        self.max_transfers = n;
+        self
+    }
+
+    /// Size asked for each pipe with `F_SETPIPE_SZ` (default 1 MiB, the default
+    /// `/proc/sys/fs/pipe-max-size`). The kernel may round it up or refuse it (`EPERM` past
+    /// the user's pipe quota); the size it grants is what is used and budgeted.
+    pub fn pipe_size(mut self, bytes: usize) -> Builder {
+        self.pipe_size = bytes;
+        self
+    }
+
+    /// Idle empty pipes kept for reuse (default 64).
+    pub fn pipe_pool_size(mut self, n: usize) -> Builder {
+        self.pipe_pool_size = n;
+        self
+    }
+
+    /// Total capacity of all pipes alive at once, leased or idle (default 256 MiB). A
+    /// transfer that needs a pipe past it waits until one is returned.
+    pub fn pipe_budget(mut self, bytes: usize) -> Builder {
+        self.pipe_budget = bytes;
+        self
+    }
+
+    /// Most bytes asked of one splice (default 1 MiB; never more than the pipe holds).
+    pub fn chunk_size(mut self, bytes: usize) -> Builder {
+        self.chunk_size = bytes;
+        self
+    }
+
+    /// Fill/drain pairs linked into one io_uring submission for a regular-file source
+    /// (default 4).
+    pub fn chain_depth(mut self, pairs: usize) -> Builder {
+        self.chain_depth = pairs;
+        self
+    }
+
+    /// Bound on io_uring's io-wq worker threads, bounded and unbounded pools alike
+    /// (default 4; `IORING_REGISTER_IOWQ_MAX_WORKERS`, Linux 5.15+, ignored before).
+    pub fn iowq_max_workers(mut self, n: u32) -> Builder {
+        self.iowq_max_workers = n;
+        self
+    }
+
+    /// Most bytes one transfer moves inline in one `poll` pass before the others get their
+    /// turn (default 4 MiB).
+    pub fn fairness_bytes(mut self, bytes: usize) -> Builder {
+        self.fairness_bytes = bytes;
+        self
+    }
+
+    /// Which backend to run (default [`BackendPreference::Auto`]).
+    pub fn backend(mut self, b: BackendPreference) -> Builder {
+        self.backend = b;
+        self
+    }
+
+    /// Whether `RINGSPLICE_BACKEND` may override [`Builder::backend`] (default `true`).
+    pub fn honor_env(mut self, yes: bool) -> Builder {
+        self.env_override = yes;
+        self
+    }
+
+    /// Testing aid: act as if `IORING_REGISTER_PROBE` did not report `IORING_OP_SPLICE`.
+    #[doc(hidden)]
+    pub fn pretend_no_splice_opcode(mut self, yes: bool) -> Builder {
+        self.probe_hide_splice = yes;
+        self
+    }
+
+    /// Builds the engine.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for inconsistent settings; [`Error::Unsupported`] when
+    /// [`BackendPreference::IoUring`] was asked for and cannot be had; [`Error::Io`] when a
+    /// syscall of the setup fails.
+    pub fn build(self) -> Result<Engine> {
+        if self.ring_entries < 2 {
+            return Err(Error::InvalidInput("ring_entries must be at least 2".into()));
+        }
+        if self.max_transfers == 0 || self.max_transfers > (1 << 31) {
+            return Err(Error::InvalidInput(
+                "max_transfers must be between 1 and 2^31".into(),
+            ));
+        }
+        if self.pipe_size == 0 || self.chunk_size == 0 || self.fairness_bytes == 0 {
+            return Err(Error::InvalidInput(
+                "pipe_size, chunk_size and fairness_bytes must be positive".into(),
+            ));
+        }
+        if self.pipe_budget < self.pipe_size {
+            return Err(Error::PipeBudget(format!(
+                "budget {} bytes is smaller than one pipe of {} bytes",
+                self.pipe_budget, self.pipe_size
+            )));
+        }
+        if self.chain_depth == 0 {
+            return Err(Error::InvalidInput("chain_depth must be at least 1".into()));
+        }
+        Engine::from_builder(self)
+    }
+}

@@ -1,0 +1,33 @@
+//! Completion: what happened to a transfer.
+
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::transfer::TransferId;
+
+/// The end of one transfer, returned by [`Engine::poll`](crate::Engine::poll) and
+/// [`Engine::wait`](crate::Engine::wait).
+#[derive(Debug)]
+pub struct Completion {
+    /// The id `submit` returned.
+    pub id: TransferId,
+    /// The caller's tag from [`Transfer::tag`](crate::Transfer::tag).
+    pub tag: u64,
+    /// Exactly how many bytes reached the destination.
+    pub delivered: u64,
+    /// Bytes taken from the source that never reached the destination (they were in the
+    /// engine's pipe or buffer when the transfer failed or was cancelled). Zero on success.
+    pub undelivered: u64,
+    /// `Ok` when the whole transfer was delivered, or the error that stopped it.
+    pub result: Result<(), Error>,
+    /// The source endpoint, handed back.
+    pub source: Endpoint,
+    /// The destination endpoint, handed back.
+    pub destination: Endpoint,
+}
+
+impl Completion {
+    /// `true` when the transfer finished without error.
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+}

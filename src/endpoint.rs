@@ -1,0 +1,124 @@
+//! Endpoint: one side of a transfer, and who keeps its file descriptor open.
+
+use std::fmt;
+use std::fs::File;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+/// One side of a [`Transfer`](crate::Transfer): a file descriptor the engine keeps open for as
+/// long as any operation of the transfer may still name it, and hands back in the
+/// [`Completion`](crate::Completion).
+///
+/// - [`Endpoint::owned`] (or `From` a `TcpStream`, `File`, `OwnedFd`, …): the engine owns the
+///   fd until the completion returns it.
+/// - [`Endpoint::shared`]: an `Arc<OwnedFd>`, so one socket can be the source of one transfer
+///   and the destination of another (both directions of a proxy) at once.
+/// - [`Endpoint::from_raw_fd`] (unsafe): the caller keeps the fd open.
+pub struct Endpoint {
+    hold: Hold,
+    fd: RawFd,
+}
+
+enum Hold {
+    Owned(OwnedFd),
+    Shared(Arc<OwnedFd>),
+    Raw,
+}
+
+impl Endpoint {
+    /// An endpoint that owns its fd until the completion hands it back.
+    pub fn owned(fd: impl Into<OwnedFd>) -> Endpoint {
+        let fd: OwnedFd = fd.into();
+        Endpoint {
+            fd: fd.as_raw_fd(),
+            hold: Hold::Owned(fd),
+        }
+    }
+
+    /// An endpoint that shares an fd: the engine holds one reference until the completion.
+    pub fn shared(fd: Arc<OwnedFd>) -> Endpoint {
+        Endpoint {
+            fd: fd.as_raw_fd(),
+            hold: Hold::Shared(fd),
+        }
+    }
+
+    /// An endpoint for a raw fd that the caller keeps open.
+    ///
+    /// # Safety
+    /// `fd` must stay open, and must not be closed and reused for another file, until the
+    /// [`Completion`](crate::Completion) of the transfer that names it has been returned by
+    /// `poll`/`wait`, or until the `Engine` has been dropped. The kernel resolves the fd of a
+    /// linked io_uring operation only when that operation starts, which may be long after
+    /// `submit`; a closed and reused fd number would make it read or write an unrelated file.
+    pub unsafe fn from_raw_fd(fd: RawFd) -> Endpoint {
+        Endpoint { hold: Hold::Raw, fd }
+    }
+
+    /// The owned fd back, if this endpoint owned one.
+    pub fn into_owned_fd(self) -> Option<OwnedFd> {
+        match self.hold {
+            Hold::Owned(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
+    /// The shared fd back, if this endpoint was made by [`Endpoint::shared`].
+    pub fn into_shared_fd(self) -> Option<Arc<OwnedFd>> {
+        match self.hold {
+            Hold::Shared(fd) => Some(fd),
+            _ => None,
+        }
+    }
+}
+
+impl AsRawFd for Endpoint {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = match self.hold {
+            Hold::Owned(_) => "owned",
+            Hold::Shared(_) => "shared",
+            Hold::Raw => "raw",
+        };
+        f.debug_struct("Endpoint")
+            .field("fd", &self.fd)
+            .field("hold", &how)
+            .finish()
+    }
+}
+
+impl From<OwnedFd> for Endpoint {
+    fn from(fd: OwnedFd) -> Endpoint {
+        Endpoint::owned(fd)
+    }
+}
+
+impl From<Arc<OwnedFd>> for Endpoint {
+    fn from(fd: Arc<OwnedFd>) -> Endpoint {
+        Endpoint::shared(fd)
+    }
+}
+
+macro_rules! owned_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Endpoint {
+            fn from(x: $t) -> Endpoint {
+                Endpoint::owned(x)
+            }
+        }
+    )*};
+}
+owned_from!(
+    File,
+    TcpStream,
+    UnixStream,
+    std::io::PipeReader,
+    std::io::PipeWriter
+);

@@ -1,0 +1,346 @@
+//! The slab of transfers in flight: each slot's endpoints, state machine and leased pipe,
+//! plus what both backends share: starting a transfer (classifying its fds and choosing its
+//! route and strategy) and finishing it (building the completion, returning the pipe).
+//!
+//! A slot is freed only by [`InFlight::finish`], which the backends call only when no
+//! operation of the transfer is still in the kernel, so a stale CQE can never reach a
+//! reused slot; ids also carry a generation so a stale `cancel` cannot hit a new transfer.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+
+use slab::Slab;
+
+use crate::builder::Builder;
+use crate::completion::Completion;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Op, Rejected, Result};
+use crate::machine::{Machine, Route};
+use crate::pipe_pool::{Pipe, PipePool};
+use crate::stats::Stats;
+use crate::sys::{self, FdKind};
+use crate::transfer::{Length, Strategy, Transfer, TransferId};
+
+/// The strategy a started transfer runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Chain,
+    Inline,
+}
+
+/// The read/write buffer of a transfer on the copy route.
+#[derive(Debug)]
+pub(crate) struct CopyBuf {
+    pub(crate) data: Box<[u8]>,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// One transfer in flight.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) generation: u32,
+    pub(crate) tag: u64,
+    pub(crate) src: Endpoint,
+    pub(crate) dst: Endpoint,
+    pub(crate) src_fd: RawFd,
+    pub(crate) dst_fd: RawFd,
+    pub(crate) src_pollable: bool,
+    pub(crate) dst_pollable: bool,
+    pub(crate) dst_socket: bool,
+    /// `None` until the transfer is started (classified) at the next flush.
+    pub(crate) machine: Option<Machine>,
+    pending: Option<(Length, Option<u64>, Option<u64>, Strategy)>,
+    pub(crate) mode: Mode,
+    pub(crate) pipe: Option<Pipe>,
+    pub(crate) buf: Option<CopyBuf>,
+    /// Operations of this transfer submitted to the kernel whose CQE has not arrived.
+    pub(crate) in_kernel: u32,
+    /// The backend's record of the operations in flight (io_uring round).
+    pub(crate) round: Vec<crate::backend::RoundOp>,
+    /// A readiness wait just reported ready: the next round need not poll first.
+    pub(crate) fresh: bool,
+    pub(crate) cancel_sent: bool,
+    /// Whether a pipe is being waited for (the slot is in the pipe-waiters queue).
+    pub(crate) waiting_pipe: bool,
+}
+
+impl Slot {
+    pub(crate) fn machine(&mut self) -> &mut Machine {
+        self.machine
+            .as_mut()
+            .expect("invariant: a started slot has a machine")
+    }
+}
+
+/// A (slot key, generation) pair, as queued for later work.
+pub(crate) type Key = (usize, u32);
+
+/// The transfers in flight and what both backends share.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) slots: Slab<Slot>,
+    next_gen: u32,
+    pub(crate) max: usize,
+    pub(crate) pool: PipePool,
+    /// Submitted, not yet started.
+    pub(crate) starting: Vec<Key>,
+    /// Ready for inline work.
+    pub(crate) ready: VecDeque<Key>,
+    /// Waiting for the pipe budget.
+    pub(crate) pipe_waiters: VecDeque<Key>,
+    pub(crate) done: VecDeque<Completion>,
+    pub(crate) stats: Stats,
+    pub(crate) cfg: Builder,
+}
+
+impl InFlight {
+    pub(crate) fn new(cfg: Builder) -> InFlight {
+        InFlight {
+            slots: Slab::new(),
+            next_gen: 0,
+            max: cfg.max_transfers,
+            pool: PipePool::new(cfg.pipe_size, cfg.pipe_pool_size, cfg.pipe_budget),
+            starting: Vec::new(),
+            ready: VecDeque::new(),
+            pipe_waiters: VecDeque::new(),
+            done: VecDeque::new(),
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    /// Queues a transfer; no syscall.
+    pub(crate) fn submit(&mut self, t: Transfer) -> Result<TransferId, Rejected> {
+        if self.slots.len() >= self.max {
+            return Err(Rejected {
+                error: Error::Full { max: self.max },
+                transfer: t,
+            });
+        }
+        self.next_gen = self.next_gen.wrapping_add(1) & 0xFF_FFFF;
+        let generation = self.next_gen;
+        let src_fd = t.src.as_raw_fd();
+        let dst_fd = t.dst.as_raw_fd();
+        let key = self.slots.insert(Slot {
+            generation,
+            tag: t.tag,
+            src: t.src,
+            dst: t.dst,
+            src_fd,
+            dst_fd,
+            src_pollable: false,
+            dst_pollable: false,
+            dst_socket: false,
+            machine: None,
+            pending: Some((t.len, t.src_off, t.dst_off, t.strategy)),
+            mode: Mode::Inline,
+            pipe: None,
+            buf: None,
+            in_kernel: 0,
+            round: Vec::new(),
+            fresh: false,
+            cancel_sent: false,
+            waiting_pipe: false,
+        });
+        self.starting.push((key, generation));
+        self.stats.submitted += 1;
+        Ok(id_of(key, generation))
+    }
+
+    /// The slot of a key, if it still holds the same transfer.
+    pub(crate) fn get(&mut self, k: Key) -> Option<&mut Slot> {
+        self.slots.get_mut(k.0).filter(|s| s.generation == k.1)
+    }
+
+    /// Looks up the slot behind an id.
+    pub(crate) fn key_of(&self, id: TransferId) -> Option<Key> {
+        let key = (id.0 & 0xFFFF_FFFF) as usize;
+        let generation = (id.0 >> 32) as u32;
+        self.slots.get(key).filter(|s| s.generation == generation).map(|_| (key, generation))
+    }
+
+    /// Classifies the endpoints and builds the state machine. On bad input the machine is
+    /// built already failed, so the transfer completes with the error at once.
+    /// `chain_available`: whether the backend has the chain strategy.
+    pub(crate) fn start(&mut self, k: Key, chain_available: bool) {
+        let chunk = self.cfg.chunk_size;
+        let Some(slot) = self.get(k) else { return };
+        let Some((len, src_off, dst_off, strategy)) = slot.pending.take() else {
+            return;
+        };
+        let length = match len {
+            Length::Exact(n) => Some(n),
+            Length::UntilEof => None,
+        };
+        let fds = (slot.src_fd, slot.dst_fd);
+        let classified = classify(slot.src_fd, slot.dst_fd, src_off, dst_off);
+        let (route, src_kind, dst_kind, err) = match classified {
+            Ok((route, s, d)) => (route, s, d, None),
+            Err(e) => (Route::Pipe, FdKind::Other, FdKind::Other, Some(e)),
+        };
+        let mut m = Machine::new(route, length, src_off, dst_off, chunk, fds);
+        if let Some(e) = err {
+            m.fail_destination(e);
+        }
+        slot.src_pollable = src_kind != FdKind::File;
+        slot.dst_pollable = dst_kind != FdKind::File;
+        slot.dst_socket = dst_kind == FdKind::Socket;
+        slot.mode = match strategy {
+            _ if !chain_available => Mode::Inline,
+            Strategy::Chain => Mode::Chain,
+            Strategy::Inline => Mode::Inline,
+            Strategy::Auto if src_kind == FdKind::File => Mode::Chain,
+            Strategy::Auto => Mode::Inline,
+        };
+        slot.machine = Some(m);
+    }
+
+    /// Leases a pipe for a slot that needs one. `false`: none to be had within the budget;
+    /// with `queue` the slot then waits in the pipe-waiters queue until one comes back. A
+    /// pipe creation error fails the transfer (and returns `true`: the machine says finish).
+    pub(crate) fn lease_pipe(&mut self, k: Key, queue: bool) -> bool {
+        let Some(slot) = self.slots.get(k.0) else {
+            return false;
+        };
+        if slot.pipe.is_some() {
+            return true;
+        }
+        match self.pool.take() {
+            Ok(Some(p)) => {
+                let slot = &mut self.slots[k.0];
+                slot.machine().cap_chunk(p.capacity());
+                slot.pipe = Some(p);
+                true
+            }
+            Ok(None) => {
+                let slot = &mut self.slots[k.0];
+                if queue && !slot.waiting_pipe {
+                    slot.waiting_pipe = true;
+                    self.pipe_waiters.push_back(k);
+                }
+                false
+            }
+            Err(e) => {
+                self.slots[k.0].machine().fail_source(e);
+                true
+            }
+        }
+    }
+
+    /// Gives a slot's pipe back when it is empty and no operation may still use it; wakes a
+    /// transfer waiting for one.
+    pub(crate) fn release_pipe_if_idle(&mut self, k: Key) {
+        let Some(slot) = self.slots.get_mut(k.0) else {
+            return;
+        };
+        if slot.in_kernel > 0 || slot.pipe.is_none() {
+            return;
+        }
+        let staged = slot.machine.as_ref().map_or(0, |m| m.staged());
+        if staged > 0 {
+            return;
+        }
+        if let Some(p) = slot.pipe.take() {
+            debug_assert_eq!(sys::bytes_readable(p.read_fd()).unwrap_or(0), 0);
+            self.pool.give(p, false);
+            self.wake_pipe_waiter();
+        }
+    }
+
+    fn wake_pipe_waiter(&mut self) {
+        while let Some(w) = self.pipe_waiters.pop_front() {
+            if let Some(s) = self.get(w) {
+                s.waiting_pipe = false;
+                self.ready.push_back(w);
+                return;
+            }
+        }
+    }
+
+    /// Removes a finished transfer (no operation of it in the kernel) and queues its
+    /// completion.
+    pub(crate) fn finish(&mut self, k: Key) {
+        let Some(slot) = self.get(k) else { return };
+        debug_assert_eq!(slot.in_kernel, 0);
+        let slot = self.slots.remove(k.0);
+        let mut m = slot.machine;
+        let (delivered, staged, result) = match m.as_mut() {
+            Some(m) => (m.delivered(), m.staged(), m.outcome()),
+            None => (0, 0, Err(Error::Cancelled)),
+        };
+        if let Some(p) = slot.pipe {
+            self.pool.give(p, staged > 0);
+            self.wake_pipe_waiter();
+        }
+        self.stats.bytes += delivered;
+        self.done.push_back(Completion {
+            id: id_of(k.0, k.1),
+            tag: slot.tag,
+            delivered,
+            undelivered: staged,
+            result,
+            source: slot.src,
+            destination: slot.dst,
+        });
+    }
+
+    /// Copies the pool's counters into the stats.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.pipes_created = self.pool.counters.created;
+        s.pipes_reused = self.pool.counters.reused;
+        s.pipes_discarded = self.pool.counters.discarded;
+        s
+    }
+}
+
+pub(crate) fn id_of(key: usize, generation: u32) -> TransferId {
+    TransferId(((generation as u64) << 32) | key as u64)
+}
+
+/// Chooses the route for a pair of fds and makes pollable ones non-blocking.
+fn classify(
+    src: RawFd,
+    dst: RawFd,
+    src_off: Option<u64>,
+    dst_off: Option<u64>,
+) -> Result<(Route, FdKind, FdKind)> {
+    let (sk, sid) = sys::fd_kind(src).map_err(|e| Error::io(Op::Fstat, src, e))?;
+    let (dk, did) = sys::fd_kind(dst).map_err(|e| Error::io(Op::Fstat, dst, e))?;
+    if sk == FdKind::Directory || dk == FdKind::Directory {
+        return Err(Error::InvalidInput(format!(
+            "fd {} is a directory",
+            if sk == FdKind::Directory { src } else { dst }
+        )));
+    }
+    if sk == FdKind::Pipe && dk == FdKind::Pipe && sid == did {
+        return Err(Error::InvalidInput(
+            "source and destination are the same pipe".into(),
+        ));
+    }
+    if (src_off.is_some() && sk != FdKind::File) || (dst_off.is_some() && dk != FdKind::File) {
+        return Err(Error::InvalidInput(
+            "offsets apply only to regular files".into(),
+        ));
+    }
+    let src_flags = sys::status_flags(src).map_err(|e| Error::io(Op::Fcntl, src, e))?;
+    if src_flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return Err(Error::InvalidInput(format!("fd {src} is not open for reading")));
+    }
+    let dst_flags = sys::status_flags(dst).map_err(|e| Error::io(Op::Fcntl, dst, e))?;
+    if dst_flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(Error::InvalidInput(format!("fd {dst} is not open for writing")));
+    }
+    for (fd, kind, flags) in [(src, sk, src_flags), (dst, dk, dst_flags)] {
+        if matches!(kind, FdKind::Socket | FdKind::Pipe) {
+            sys::set_nonblocking(fd, flags).map_err(|e| Error::io(Op::Fcntl, fd, e))?;
+        }
+    }
+    let route = if sk == FdKind::Pipe || dk == FdKind::Pipe {
+        Route::Direct
+    } else {
+        Route::Pipe
+    };
+    Ok((route, sk, dk))
+}

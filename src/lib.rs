@@ -1,0 +1,75 @@
+//! # ringsplice
+//!
+//! An io_uring zero-copy transfer engine for Linux: move bytes between file descriptors
+//! (sockets, pipes, files) with `splice`, many transfers at once on one ring, driven by
+//! the caller's own event loop.
+//!
+//! ```no_run
+//! use ringsplice::{Engine, Length, Transfer};
+//! use std::net::TcpStream;
+//!
+//! let mut engine = Engine::new()?;
+//! println!("backend: {} ({})", engine.backend(), engine.backend_reason());
+//!
+//! // A file to a socket: exact length, from an offset.
+//! let file = std::fs::File::open("/etc/services")?;
+//! let sock = TcpStream::connect("127.0.0.1:9000")?;
+//! let id = engine.submit(
+//!     Transfer::new(file, sock).length(Length::Exact(1000)).source_offset(0).tag(42),
+//! )?;
+//!
+//! let mut done = Vec::new();
+//! while engine.in_flight() > 0 {
+//!     engine.wait(&mut done, None)?;
+//! }
+//! let c = &done[0];
+//! assert_eq!((c.id, c.tag), (id, 42));
+//! println!("{} bytes delivered: {:?}", c.delivered, c.result);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## How a transfer runs
+//! - io_uring backend, [`Strategy::Chain`]: linked `IORING_OP_SPLICE` operations
+//!   (`src → pipe → dst`), gated by `IORING_OP_POLL_ADD` for sockets and pipes;
+//! - io_uring backend, [`Strategy::Inline`]: `IORING_OP_POLL_ADD` reports readiness and the
+//!   engine's thread calls non-blocking `splice(2)`;
+//! - [`Strategy::Auto`] (default): chains for regular-file sources, inline otherwise;
+//! - one side a pipe: one splice, no intermediate pipe; splice refused (`EINVAL` before any
+//!   byte moved): a read/write copy, counted in [`Stats::copy_fallbacks`];
+//! - [`Backend::Fallback`]: epoll readiness and inline syscalls, where io_uring or its
+//!   splice opcode is unavailable.
+//!
+//! ## Guarantees
+//! A [`Completion`] says exactly how many bytes reached the destination (`delivered`) and
+//! how many were taken from the source but never delivered (`undelivered`: they were in
+//! the engine's pipe when a destination failed or the transfer was cancelled). A pipe that
+//! still holds bytes is closed, never reused. File descriptors stay open until the
+//! completion hands them back.
+//!
+//! Bytes spliced from a file are references to its page cache: a write to the file before
+//! they leave the socket can change what is sent.
+
+#![cfg(target_os = "linux")]
+
+mod backend;
+mod builder;
+mod completion;
+mod endpoint;
+mod engine;
+mod error;
+mod inflight;
+mod machine;
+mod pipe_pool;
+mod probe;
+mod stats;
+mod sys;
+mod transfer;
+
+pub use builder::{BackendPreference, Builder};
+pub use completion::Completion;
+pub use endpoint::Endpoint;
+pub use engine::Engine;
+pub use error::{Error, Op, Rejected, Result};
+pub use probe::{BACKEND_ENV, Backend};
+pub use stats::Stats;
+pub use transfer::{Length, Strategy, Transfer, TransferId};

@@ -1,0 +1,486 @@
+//! The per-transfer state machine: what to do next and what a result means. Plain data and
+//! logic, no syscalls; both backends and both strategies drive it, so byte accounting lives
+//! in exactly one place.
+//!
+//! A transfer moves bytes along one of three routes:
+//! - `Pipe`: `src → engine pipe → dst` (neither side is a pipe);
+//! - `Direct`: one `splice` from `src` to `dst` (one side is a pipe);
+//! - `Copy`: `read` into a buffer, `write` out (splice refused the pair).
+//!
+//! "Staged" bytes were taken from the source and not yet written: they sit in the engine's
+//! pipe (or buffer) and are drained before anything else happens.
+
+use crate::error::{Error, Op};
+
+/// How bytes travel from source to destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Pipe,
+    Direct,
+    Copy,
+}
+
+/// The next step the backend should carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Move up to `len` bytes from the source into the staging pipe or buffer.
+    Fill { len: usize },
+    /// Move up to `len` staged bytes into the destination.
+    Drain { len: usize },
+    /// Move up to `len` bytes from the source straight into the destination.
+    Direct { len: usize },
+    /// Wait until the source is readable.
+    WaitReadable,
+    /// Wait until the destination is writable.
+    WaitWritable,
+    /// Nothing more to do: [`Machine::outcome`] tells how it ended.
+    Finish,
+}
+
+/// Which side a failure came from: after a source error, staged bytes are still drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Destination,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Nothing,
+    Readable,
+    Writable,
+}
+
+/// The state of one transfer.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    route: Route,
+    /// Bytes still to take from the source; `None` until end of file.
+    remaining: Option<u64>,
+    expected: Option<u64>,
+    staged: u64,
+    delivered: u64,
+    src_off: Option<u64>,
+    dst_off: Option<u64>,
+    chunk: usize,
+    src_eof: bool,
+    want: Want,
+    /// For the direct route: which readiness was last waited for, since `EAGAIN` does not say
+    /// which side was not ready.
+    last_wait: Want,
+    error: Option<(Side, Error)>,
+    cancelled: bool,
+    copy_fallback: bool,
+    src_fd: i32,
+    dst_fd: i32,
+}
+
+/// A syscall or CQE result: bytes moved, or a positive errno.
+pub(crate) type OpResult = Result<usize, i32>;
+
+impl Machine {
+    pub(crate) fn new(
+        route: Route,
+        length: Option<u64>,
+        src_off: Option<u64>,
+        dst_off: Option<u64>,
+        chunk: usize,
+        fds: (i32, i32),
+    ) -> Machine {
+        Machine {
+            route,
+            remaining: length,
+            expected: length,
+            staged: 0,
+            delivered: 0,
+            src_off,
+            dst_off,
+            chunk: chunk.max(1),
+            src_eof: false,
+            want: Want::Nothing,
+            last_wait: Want::Nothing,
+            error: None,
+            cancelled: false,
+            copy_fallback: false,
+            src_fd: fds.0,
+            dst_fd: fds.1,
+        }
+    }
+
+    pub(crate) fn route(&self) -> Route {
+        self.route
+    }
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+    pub(crate) fn staged(&self) -> u64 {
+        self.staged
+    }
+    pub(crate) fn src_off(&self) -> Option<u64> {
+        self.src_off
+    }
+    pub(crate) fn dst_off(&self) -> Option<u64> {
+        self.dst_off
+    }
+    /// True once, when splice refused the pair and the route became `Copy`.
+    pub(crate) fn take_copy_fallback(&mut self) -> bool {
+        std::mem::take(&mut self.copy_fallback)
+    }
+
+    /// Limits the chunk to what a pipe can hold.
+    pub(crate) fn cap_chunk(&mut self, cap: usize) {
+        self.chunk = self.chunk.min(cap.max(1));
+    }
+
+    /// Bytes the next fill or direct splice may ask for.
+    pub(crate) fn next_len(&self) -> usize {
+        match self.remaining {
+            Some(r) => (r.min(self.chunk as u64)) as usize,
+            None => self.chunk,
+        }
+    }
+
+    /// Bytes still to be read from the source (`None`: until end of file).
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        self.remaining
+    }
+
+    pub(crate) fn cancel(&mut self) {
+        self.cancelled = true;
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Readiness the machine waited for has arrived.
+    pub(crate) fn ready(&mut self) {
+        if self.want != Want::Nothing {
+            self.last_wait = self.want;
+        }
+        self.want = Want::Nothing;
+    }
+
+    /// Fails the transfer from outside (a poll error, pipe creation failure, …).
+    pub(crate) fn fail_source(&mut self, e: Error) {
+        self.set_error(Side::Source, e);
+    }
+
+    pub(crate) fn fail_destination(&mut self, e: Error) {
+        self.set_error(Side::Destination, e);
+    }
+
+    fn set_error(&mut self, side: Side, e: Error) {
+        if self.error.is_none() {
+            self.error = Some((side, e));
+        }
+    }
+
+    fn took_from_source(&mut self, n: usize) {
+        let n = n as u64;
+        if let Some(r) = &mut self.remaining {
+            *r = r.saturating_sub(n);
+        }
+        if let Some(o) = &mut self.src_off {
+            *o += n;
+        }
+    }
+
+    fn gave_to_destination(&mut self, n: usize) {
+        let n = n as u64;
+        self.delivered += n;
+        if let Some(o) = &mut self.dst_off {
+            *o += n;
+        }
+    }
+
+    /// Whether `EINVAL` now means "splice can't do this pair": nothing has moved yet.
+    fn may_fall_back(&self, errno: i32) -> bool {
+        errno == libc::EINVAL && self.delivered == 0 && self.route != Route::Copy
+    }
+
+    /// Applies the result of a [`Action::Fill`].
+    pub(crate) fn on_fill(&mut self, res: OpResult) {
+        match res {
+            Ok(0) => self.src_eof = true,
+            Ok(n) => {
+                self.staged += n as u64;
+                self.took_from_source(n);
+            }
+            Err(libc::EAGAIN) => self.want = Want::Readable,
+            Err(libc::EINTR) => {}
+            Err(e) if self.may_fall_back(e) && self.staged == 0 => {
+                self.route = Route::Copy;
+                self.copy_fallback = true;
+            }
+            Err(e) => {
+                let op = self.fill_op();
+                let fd = self.src_fd;
+                self.set_error(Side::Source, Error::errno(op, fd, e))
+            }
+        }
+    }
+
+    /// Applies the result of a [`Action::Drain`].
+    pub(crate) fn on_drain(&mut self, res: OpResult) {
+        match res {
+            Ok(0) => {
+                if self.staged > 0 {
+                    let (op, fd) = (self.drain_op(), self.dst_fd);
+                    self.set_error(Side::Destination, Error::errno(op, fd, libc::EPIPE));
+                }
+            }
+            Ok(n) => {
+                let n = n.min(self.staged as usize);
+                self.staged -= n as u64;
+                self.gave_to_destination(n);
+            }
+            Err(libc::EAGAIN) => {
+                if self.staged > 0 {
+                    self.want = Want::Writable
+                }
+            }
+            Err(libc::EINTR) => {}
+            // The destination refuses splice (an O_APPEND file, say): the staged bytes are
+            // copied out of the pipe by the copy route's drain.
+            Err(e) if self.may_fall_back(e) => {
+                self.route = Route::Copy;
+                self.copy_fallback = true;
+            }
+            Err(e) => {
+                let (op, fd) = (self.drain_op(), self.dst_fd);
+                self.set_error(Side::Destination, Error::errno(op, fd, e))
+            }
+        }
+    }
+
+    /// Applies the result of a [`Action::Direct`].
+    pub(crate) fn on_direct(&mut self, res: OpResult) {
+        match res {
+            Ok(0) => self.src_eof = true,
+            Ok(n) => {
+                self.took_from_source(n);
+                self.gave_to_destination(n);
+            }
+            Err(libc::EAGAIN) => {
+                self.want = if self.last_wait == Want::Readable {
+                    Want::Writable
+                } else {
+                    Want::Readable
+                };
+            }
+            Err(libc::EINTR) => {}
+            Err(e) if self.may_fall_back(e) => {
+                self.route = Route::Copy;
+                self.copy_fallback = true;
+            }
+            // A direct splice does not say which side failed; the destination is the safer
+            // guess since nothing is staged either way.
+            Err(e) => self.set_error(
+                Side::Destination,
+                Error::errno(Op::Splice, self.dst_fd, e),
+            ),
+        }
+    }
+
+    fn fill_op(&self) -> Op {
+        if self.route == Route::Copy {
+            Op::Read
+        } else {
+            Op::SpliceIn
+        }
+    }
+
+    fn drain_op(&self) -> Op {
+        if self.route == Route::Copy {
+            Op::Write
+        } else {
+            Op::SpliceOut
+        }
+    }
+
+    /// The next step.
+    pub(crate) fn next(&self) -> Action {
+        if self.cancelled {
+            return Action::Finish;
+        }
+        if let Some((Side::Destination, _)) = self.error {
+            return Action::Finish;
+        }
+        if self.staged > 0 {
+            return if self.want == Want::Writable {
+                Action::WaitWritable
+            } else {
+                Action::Drain {
+                    len: self.staged.min(usize::MAX as u64) as usize,
+                }
+            };
+        }
+        if self.error.is_some() || self.src_eof || self.remaining == Some(0) {
+            return Action::Finish;
+        }
+        match self.want {
+            Want::Readable => return Action::WaitReadable,
+            Want::Writable => return Action::WaitWritable,
+            Want::Nothing => {}
+        }
+        let len = self.next_len();
+        match self.route {
+            Route::Direct => Action::Direct { len },
+            Route::Pipe | Route::Copy => Action::Fill { len },
+        }
+    }
+
+    /// How the transfer ended; call once [`Machine::next`] says `Finish`. Consumes the error.
+    pub(crate) fn outcome(&mut self) -> Result<(), Error> {
+        if let Some((_, e)) = self.error.take() {
+            return Err(e);
+        }
+        if self.cancelled {
+            return Err(Error::Cancelled);
+        }
+        match (self.expected, self.remaining) {
+            (Some(expected), Some(r)) if r > 0 => Err(Error::UnexpectedEof {
+                expected,
+                delivered: self.delivered,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(route: Route, len: Option<u64>) -> Machine {
+        Machine::new(route, len, None, None, 100, (3, 4))
+    }
+
+    #[test]
+    fn pipe_route_fills_then_drains_until_eof() {
+        let mut m = m(Route::Pipe, None);
+        assert_eq!(m.next(), Action::Fill { len: 100 });
+        m.on_fill(Ok(60));
+        assert_eq!(m.next(), Action::Drain { len: 60 });
+        m.on_drain(Ok(20));
+        assert_eq!(m.next(), Action::Drain { len: 40 });
+        m.on_drain(Err(libc::EAGAIN));
+        assert_eq!(m.next(), Action::WaitWritable);
+        m.ready();
+        m.on_drain(Ok(40));
+        assert_eq!(m.next(), Action::Fill { len: 100 });
+        m.on_fill(Err(libc::EAGAIN));
+        assert_eq!(m.next(), Action::WaitReadable);
+        m.ready();
+        m.on_fill(Ok(0));
+        assert_eq!(m.next(), Action::Finish);
+        assert!(m.outcome().is_ok());
+        assert_eq!(m.delivered(), 60);
+    }
+
+    #[test]
+    fn exact_length_caps_reads_and_reports_short_source() {
+        let mut m = m(Route::Pipe, Some(150));
+        m.on_fill(Ok(100));
+        m.on_drain(Ok(100));
+        assert_eq!(m.next(), Action::Fill { len: 50 });
+        m.on_fill(Ok(0));
+        assert_eq!(m.next(), Action::Finish);
+        match m.outcome() {
+            Err(Error::UnexpectedEof {
+                expected: 150,
+                delivered: 100,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn exact_length_finishes_without_reading_eof() {
+        let mut m = m(Route::Direct, Some(30));
+        assert_eq!(m.next(), Action::Direct { len: 30 });
+        m.on_direct(Ok(30));
+        assert_eq!(m.next(), Action::Finish);
+        assert!(m.outcome().is_ok());
+    }
+
+    #[test]
+    fn source_error_still_drains_staged_bytes() {
+        let mut m = m(Route::Pipe, None);
+        m.on_fill(Ok(10));
+        m.on_fill(Err(libc::ECONNRESET));
+        assert_eq!(m.next(), Action::Drain { len: 10 });
+        m.on_drain(Ok(10));
+        assert_eq!(m.next(), Action::Finish);
+        assert_eq!(m.outcome().unwrap_err().raw_os_error(), Some(libc::ECONNRESET));
+        assert_eq!(m.delivered(), 10);
+    }
+
+    #[test]
+    fn destination_error_stops_with_bytes_staged() {
+        let mut m = m(Route::Pipe, None);
+        m.on_fill(Ok(10));
+        m.on_drain(Ok(4));
+        m.on_drain(Err(libc::EPIPE));
+        assert_eq!(m.next(), Action::Finish);
+        assert_eq!(m.staged(), 6);
+        assert_eq!(m.delivered(), 4);
+        assert!(m.outcome().is_err());
+    }
+
+    #[test]
+    fn einval_before_any_byte_switches_to_copy() {
+        let mut m = m(Route::Pipe, None);
+        m.on_fill(Err(libc::EINVAL));
+        assert_eq!(m.route(), Route::Copy);
+        assert!(m.take_copy_fallback());
+        assert!(!m.take_copy_fallback());
+        assert_eq!(m.next(), Action::Fill { len: 100 });
+        // After bytes moved, EINVAL is a real error.
+        m.on_fill(Ok(5));
+        m.on_drain(Ok(5));
+        m.on_fill(Err(libc::EINVAL));
+        assert_eq!(m.next(), Action::Finish);
+        assert!(m.outcome().is_err());
+    }
+
+    #[test]
+    fn direct_eagain_alternates_which_side_to_wait_for() {
+        let mut m = m(Route::Direct, None);
+        m.on_direct(Err(libc::EAGAIN));
+        assert_eq!(m.next(), Action::WaitReadable);
+        m.ready();
+        m.on_direct(Err(libc::EAGAIN));
+        assert_eq!(m.next(), Action::WaitWritable);
+        m.ready();
+        m.on_direct(Ok(7));
+        assert_eq!(m.delivered(), 7);
+    }
+
+    #[test]
+    fn offsets_advance_by_results() {
+        let mut m = Machine::new(Route::Pipe, None, Some(1000), Some(5), 100, (3, 4));
+        m.on_fill(Ok(100));
+        assert_eq!(m.src_off(), Some(1100));
+        m.on_drain(Ok(30));
+        assert_eq!(m.dst_off(), Some(35));
+    }
+
+    #[test]
+    fn cancel_reports_staged_bytes() {
+        let mut m = m(Route::Pipe, Some(1000));
+        m.on_fill(Ok(100));
+        m.cancel();
+        assert_eq!(m.next(), Action::Finish);
+        assert_eq!(m.staged(), 100);
+        assert!(matches!(m.outcome(), Err(Error::Cancelled)));
+    }
+
+    #[test]
+    fn zero_length_finishes_at_once() {
+        let mut m = m(Route::Pipe, Some(0));
+        assert_eq!(m.next(), Action::Finish);
+        assert!(m.outcome().is_ok());
+    }
+}

@@ -1,0 +1,124 @@
+//! Pooled, sized pipes under a memory budget. Only empty pipes go back to the pool: a pipe
+//! that still holds bytes is closed (and counted), never handed to another transfer.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::error::{Error, Op};
+use crate::sys;
+
+/// One pipe: the engine's staging area between a source and a destination.
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    cap: usize,
+}
+
+impl Pipe {
+    pub(crate) fn read_fd(&self) -> RawFd {
+        self.r.as_raw_fd()
+    }
+    pub(crate) fn write_fd(&self) -> RawFd {
+        self.w.as_raw_fd()
+    }
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+}
+
+/// Counters the pool keeps for [`Stats`](crate::Stats).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PoolCounters {
+    pub(crate) created: u64,
+    pub(crate) reused: u64,
+    pub(crate) discarded: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct PipePool {
+    idle: Vec<Pipe>,
+    max_idle: usize,
+    size: usize,
+    budget: usize,
+    /// Capacity of every pipe alive, leased or idle.
+    live: usize,
+    pub(crate) counters: PoolCounters,
+}
+
+impl PipePool {
+    pub(crate) fn new(size: usize, max_idle: usize, budget: usize) -> PipePool {
+        PipePool {
+            idle: Vec::new(),
+            max_idle,
+            size,
+            budget,
+            live: 0,
+            counters: PoolCounters::default(),
+        }
+    }
+
+    /// A pipe, from the pool or new. `Ok(None)` when the budget has no room: the caller waits
+    /// for a pipe to come back.
+    pub(crate) fn take(&mut self) -> Result<Option<Pipe>, Error> {
+        if let Some(p) = self.idle.pop() {
+            self.counters.reused += 1;
+            return Ok(Some(p));
+        }
+        if self.live + self.size > self.budget {
+            return Ok(None);
+        }
+        let (r, w) = sys::pipe().map_err(|e| Error::io(Op::Pipe, -1, e))?;
+        // EPERM past the user's pipe quota (or the size over pipe-max-size for an
+        // unprivileged user) leaves the pipe at its default size: read back what we got.
+        let cap = match sys::set_pipe_size(w.as_raw_fd(), self.size) {
+            Ok(n) => n,
+            Err(_) => {
+                sys::pipe_size(w.as_raw_fd()).map_err(|e| Error::io(Op::Fcntl, w.as_raw_fd(), e))?
+            }
+        };
+        self.live += cap;
+        self.counters.created += 1;
+        Ok(Some(Pipe { r, w, cap }))
+    }
+
+    /// Returns a pipe. `holds_bytes` pipes are closed, as are pipes past the idle limit.
+    pub(crate) fn give(&mut self, p: Pipe, holds_bytes: bool) {
+        if holds_bytes {
+            self.counters.discarded += 1;
+        }
+        if holds_bytes || self.idle.len() >= self.max_idle {
+            self.live -= p.cap;
+            drop(p);
+        } else {
+            self.idle.push(p);
+        }
+    }
+
+    /// Capacity of every pipe alive.
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_only_empty_pipes_and_respects_budget() {
+        let mut pool = PipePool::new(64 << 10, 4, 128 << 10);
+        let a = pool.take().unwrap().unwrap();
+        assert!(a.capacity() >= 4096);
+        let b = pool.take().unwrap().unwrap();
+        // Two 64 KiB pipes fill a 128 KiB budget.
+        assert!(pool.take().unwrap().is_none());
+        pool.give(a, false);
+        let c = pool.take().unwrap().unwrap();
+        assert_eq!(pool.counters.reused, 1);
+        pool.give(b, true);
+        assert_eq!(pool.counters.discarded, 1);
+        assert_eq!(pool.live_bytes(), c.capacity());
+        pool.give(c, false);
+        assert_eq!(pool.counters.created, 2);
+    }
+}

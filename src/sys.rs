@@ -1,0 +1,263 @@
+//! Every raw libc call ringsplice makes, each returning `io::Result`.
+//!
+//! # Safety
+//! The functions here take raw fds and plain buffers. A bad fd can only make the kernel
+//! answer `EBADF` (or act on an unrelated fd of this process, which is why the engine keeps
+//! every endpoint open while it is in use); buffers are passed as slices, so their length is
+//! always right.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Calls a libc function and turns `-1` into `io::Error::last_os_error()`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the caller of the macro passes arguments that satisfy the syscall's contract;
+        // each call site documents why.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`: never block in the pipe; move pages where possible.
+pub(crate) const SPLICE_FLAGS: u32 = (libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) as u32;
+
+/// What kind of file an fd refers to, as far as choosing a route is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    /// A regular file: always "ready", reads may block on the disk, has offsets.
+    File,
+    /// A pipe or FIFO.
+    Pipe,
+    /// A socket of any family and type.
+    Socket,
+    /// A character device or anything else pollable.
+    Other,
+    /// A directory: never a valid endpoint.
+    Directory,
+}
+
+/// `fstat(2)`: the kind of the fd and its (device, inode) identity.
+pub(crate) fn fd_kind(fd: RawFd) -> io::Result<(FdKind, (u64, u64))> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a valid out-pointer for one `struct stat`.
+    syscall!(fstat(fd, st.as_mut_ptr()))?;
+    // SAFETY: fstat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FdKind::File,
+        libc::S_IFIFO => FdKind::Pipe,
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFDIR => FdKind::Directory,
+        _ => FdKind::Other,
+    };
+    Ok((kind, (st.st_dev, st.st_ino)))
+}
+
+/// Sets `O_NONBLOCK` if `flags` (from [`status_flags`]) lack it.
+pub(crate) fn set_nonblocking(fd: RawFd, flags: i32) -> io::Result<()> {
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: F_SETFL takes an int argument.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// The file status flags (`F_GETFL`).
+pub(crate) fn status_flags(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    syscall!(fcntl(fd, libc::F_GETFL))
+}
+
+/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK))?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `F_SETPIPE_SZ`; returns the size the kernel chose.
+pub(crate) fn set_pipe_size(fd: RawFd, size: usize) -> io::Result<usize> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: F_SETPIPE_SZ takes an int argument.
+    syscall!(fcntl(fd, libc::F_SETPIPE_SZ, size)).map(|n| n as usize)
+}
+
+/// `F_GETPIPE_SZ`.
+pub(crate) fn pipe_size(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: F_GETPIPE_SZ takes no argument.
+    syscall!(fcntl(fd, libc::F_GETPIPE_SZ)).map(|n| n as usize)
+}
+
+/// `FIONREAD`: bytes waiting in a pipe.
+pub(crate) fn bytes_readable(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer.
+    syscall!(ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int))?;
+    Ok(n.max(0) as usize)
+}
+
+fn off_ptr(off: &mut Option<u64>, tmp: &mut libc::loff_t) -> *mut libc::loff_t {
+    match off {
+        Some(o) => {
+            *tmp = *o as libc::loff_t;
+            tmp
+        }
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// `splice(2)` with `SPLICE_F_NONBLOCK | SPLICE_F_MOVE`. An offset given is used and not
+/// advanced here: the state machine advances its own copy by the result.
+pub(crate) fn splice(
+    fd_in: RawFd,
+    off_in: Option<u64>,
+    fd_out: RawFd,
+    off_out: Option<u64>,
+    len: usize,
+) -> io::Result<usize> {
+    let (mut oi, mut oo) = (off_in, off_out);
+    let (mut ti, mut to) = (0, 0);
+    let pi = off_ptr(&mut oi, &mut ti);
+    let po = off_ptr(&mut oo, &mut to);
+    // SAFETY: the offset pointers are null or point at locals that outlive the call.
+    syscall!(splice(fd_in, pi, fd_out, po, len, SPLICE_FLAGS)).map(|n| n as usize)
+}
+
+/// `read(2)` or, with an offset, `pread(2)`.
+pub(crate) fn read(fd: RawFd, off: Option<u64>, buf: &mut [u8]) -> io::Result<usize> {
+    let p = buf.as_mut_ptr().cast();
+    match off {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+        Some(o) => syscall!(pread(fd, p, buf.len(), o as libc::off_t)),
+        // SAFETY: as above.
+        None => syscall!(read(fd, p, buf.len())),
+    }
+    .map(|n| n as usize)
+}
+
+/// `write(2)` or, with an offset, `pwrite(2)`. Sockets use `send(MSG_NOSIGNAL)` so a closed
+/// peer gives `EPIPE` instead of `SIGPIPE`.
+pub(crate) fn write(fd: RawFd, off: Option<u64>, buf: &[u8], socket: bool) -> io::Result<usize> {
+    let p = buf.as_ptr().cast();
+    match off {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of reads.
+        Some(o) => syscall!(pwrite(fd, p, buf.len(), o as libc::off_t)),
+        // SAFETY: as above.
+        None if socket => syscall!(send(fd, p, buf.len(), libc::MSG_NOSIGNAL)),
+        // SAFETY: as above.
+        None => syscall!(write(fd, p, buf.len())),
+    }
+    .map(|n| n as usize)
+}
+
+/// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+    // SAFETY: eventfd succeeded; the fd is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd (makes it readable).
+pub(crate) fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a local. EAGAIN (counter saturated) means it is readable
+    // already, which is all a signal needs, so the result is ignored.
+    let _ = syscall!(write(fd, (&one as *const u64).cast(), 8));
+}
+
+/// Resets an eventfd to zero (not readable).
+pub(crate) fn eventfd_clear(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a local. EAGAIN (already zero) is fine, so it is ignored.
+    let _ = syscall!(read(fd, (&mut v as *mut u64).cast(), 8));
+}
+
+/// `poll(2)` on one fd for `POLLIN`, with a timeout in milliseconds (-1: forever).
+pub(crate) fn poll_in(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = syscall!(poll(&mut p, 1, timeout_ms))?;
+    Ok(n > 0)
+}
+
+/// Converts an optional timeout into `poll`/`epoll_wait` milliseconds, rounding up so a short
+/// timeout does not become a busy loop.
+pub(crate) fn timeout_ms(t: Option<std::time::Duration>) -> i32 {
+    match t {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        }
+    }
+}
+
+/// Whether `SIGPIPE` is ignored in this process (Rust binaries ignore it before `main`; a
+/// C host may not).
+pub(crate) fn sigpipe_ignored() -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: a null new action only queries; `old` is a valid out-pointer.
+    let r = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) };
+    if r != 0 {
+        return false;
+    }
+    // SAFETY: sigaction succeeded and filled `old`.
+    let old = unsafe { old.assume_init() };
+    old.sa_sigaction == libc::SIG_IGN
+}
+
+fn sigpipe_set() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset takes a valid signal number.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        set.assume_init()
+    }
+}
+
+/// Blocks `SIGPIPE` in this thread; returns the previous mask.
+pub(crate) fn block_sigpipe() -> libc::sigset_t {
+    let set = sigpipe_set();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: both pointers are valid sigsets. pthread_sigmask cannot fail with a valid `how`.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, old.as_mut_ptr());
+        old.assume_init()
+    }
+}
+
+/// Takes a pending `SIGPIPE` (raised for this thread by a write into a closed peer) off the
+/// pending set, so unblocking it does not deliver it.
+pub(crate) fn consume_sigpipe() {
+    let set = sigpipe_set();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid set and timeout; EAGAIN (none pending) is fine.
+    unsafe {
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+    }
+}
+
+/// Restores a mask saved by [`block_sigpipe`].
+pub(crate) fn restore_sigmask(old: libc::sigset_t) {
+    // SAFETY: `old` is a valid sigset from pthread_sigmask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,129 @@
+//! Transfer: what to move, from where to where, and the caller's tag.
+
+use std::fmt;
+
+use crate::endpoint::Endpoint;
+
+/// How much to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Exactly this many bytes; a source that ends sooner completes the transfer with
+    /// [`Error::UnexpectedEof`](crate::Error::UnexpectedEof).
+    Exact(u64),
+    /// Until the source reports end of file.
+    UntilEof,
+}
+
+/// How the io_uring backend moves a transfer's bytes. The fallback backend always works
+/// inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Chosen per transfer: [`Chain`](Strategy::Chain) for regular-file sources (their reads
+    /// may block, and the io-wq worker takes that off the caller's thread), [`Inline`]
+    /// (Strategy::Inline) for pollable sources (sockets, pipes).
+    #[default]
+    Auto,
+    /// Linked `IORING_OP_SPLICE` operations run by the kernel: `SPLICE(src → pipe)` then
+    /// `SPLICE(pipe → dst)`, gated by `IORING_OP_POLL_ADD` for pollable endpoints.
+    Chain,
+    /// `IORING_OP_POLL_ADD` reports readiness, then the engine's own thread calls
+    /// non-blocking `splice(2)` inside `poll`/`wait`.
+    Inline,
+}
+
+/// Identifies a submitted transfer until its completion has been returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub(crate) u64);
+
+impl TransferId {
+    /// The id as a number (unique among the transfers of one engine).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// One transfer: bytes from `source` to `destination`.
+///
+/// ```no_run
+/// # use ringsplice::{Transfer, Length};
+/// # fn f(file: std::fs::File, sock: std::net::TcpStream) {
+/// let t = Transfer::new(file, sock)
+///     .length(Length::Exact(4096))
+///     .source_offset(512)
+///     .tag(7);
+/// # }
+/// ```
+pub struct Transfer {
+    pub(crate) src: Endpoint,
+    pub(crate) dst: Endpoint,
+    pub(crate) len: Length,
+    pub(crate) src_off: Option<u64>,
+    pub(crate) dst_off: Option<u64>,
+    pub(crate) tag: u64,
+    pub(crate) strategy: Strategy,
+}
+
+impl Transfer {
+    /// A transfer of everything `source` yields until end of file into `destination`.
+    pub fn new(source: impl Into<Endpoint>, destination: impl Into<Endpoint>) -> Transfer {
+        Transfer {
+            src: source.into(),
+            dst: destination.into(),
+            len: Length::UntilEof,
+            src_off: None,
+            dst_off: None,
+            tag: 0,
+            strategy: Strategy::Auto,
+        }
+    }
+
+    /// How much to move (default: [`Length::UntilEof`]).
+    pub fn length(mut self, len: Length) -> Transfer {
+        self.len = len;
+        self
+    }
+
+    /// Read the source at this offset (a regular file), like `pread`; the file position is
+    /// left alone. Without it, a file source is read from, and advances, its file position.
+    pub fn source_offset(mut self, off: u64) -> Transfer {
+        self.src_off = Some(off);
+        self
+    }
+
+    /// Write the destination at this offset (a regular file), like `pwrite`.
+    pub fn destination_offset(mut self, off: u64) -> Transfer {
+        self.dst_off = Some(off);
+        self
+    }
+
+    /// The caller's own tag, returned in the completion.
+    pub fn tag(mut self, tag: u64) -> Transfer {
+        self.tag = tag;
+        self
+    }
+
+    /// Force a strategy (default [`Strategy::Auto`]).
+    pub fn strategy(mut self, s: Strategy) -> Transfer {
+        self.strategy = s;
+        self
+    }
+
+    /// Takes the transfer apart, giving back its endpoints.
+    pub fn into_endpoints(self) -> (Endpoint, Endpoint) {
+        (self.src, self.dst)
+    }
+}
+
+impl fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transfer")
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("len", &self.len)
+            .field("src_off", &self.src_off)
+            .field("dst_off", &self.dst_off)
+            .field("tag", &self.tag)
+            .field("strategy", &self.strategy)
+            .finish()
+    }
+}
