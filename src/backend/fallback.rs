@@ -110,7 +110,6 @@ impl Epoll {
                 },
                 None => None,
             };
-            fl.stats.enters += 1;
             self.wait_events(fl, sys::timeout_ms(left))?;
         }
         if !fl.ready.is_empty() || !fl.starting.is_empty() {
@@ -121,6 +120,7 @@ impl Epoll {
 
     /// One `epoll_wait`; wakes the transfers whose fds are ready. Returns the events seen.
     fn wait_events(&mut self, fl: &mut InFlight, timeout_ms: i32) -> Result<usize> {
+        fl.stats.enters += 1;
         let n = loop {
             // SAFETY: the buffer holds `events.len()` entries and epoll_wait writes at most
             // that many.
