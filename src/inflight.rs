@@ -28,6 +28,17 @@ pub(crate) enum Mode {
     Inline,
 }
 
+/// The syscall behind a direct transfer (no staging pipe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// `splice(2)`: one side is a pipe.
+    Splice,
+    /// `sendfile(2)`: regular file to socket (fallback backend).
+    Sendfile,
+    /// `copy_file_range(2)`: regular file to regular file (fallback backend).
+    CopyFileRange,
+}
+
 /// The read/write buffer of a transfer on the copy route.
 #[derive(Debug)]
 pub(crate) struct CopyBuf {
@@ -52,6 +63,7 @@ pub(crate) struct Slot {
     pub(crate) machine: Option<Machine>,
     pending: Option<(Length, Option<u64>, Option<u64>, Strategy)>,
     pub(crate) mode: Mode,
+    pub(crate) via: Via,
     pub(crate) pipe: Option<Pipe>,
     pub(crate) buf: Option<CopyBuf>,
     /// Operations of this transfer submitted to the kernel whose CQE has not arrived.
@@ -135,6 +147,7 @@ impl InFlight {
             machine: None,
             pending: Some((t.len, t.src_off, t.dst_off, t.strategy)),
             mode: Mode::Inline,
+            via: Via::Splice,
             pipe: None,
             buf: None,
             in_kernel: 0,
@@ -175,11 +188,26 @@ impl InFlight {
         };
         let fds = (slot.src_fd, slot.dst_fd);
         let classified = classify(slot.src_fd, slot.dst_fd, src_off, dst_off);
-        let (route, src_kind, dst_kind, err) = match classified {
+        let (mut route, src_kind, dst_kind, err) = match classified {
             Ok((route, s, d)) => (route, s, d, None),
             Err(e) => (Route::Pipe, FdKind::Other, FdKind::Other, Some(e)),
         };
+        // The fallback serves file sources as Go does: sendfile to sockets,
+        // copy_file_range to files. The io_uring backend splices through its own 1 MiB
+        // pipes instead: sendfile's internal pipe is the default 64 KiB.
+        slot.via = Via::Splice;
+        if !chain_available && src_kind == FdKind::File && err.is_none() {
+            match dst_kind {
+                FdKind::Socket => slot.via = Via::Sendfile,
+                FdKind::File => slot.via = Via::CopyFileRange,
+                _ => {}
+            }
+            if slot.via != Via::Splice {
+                route = Route::Direct;
+            }
+        }
         let mut m = Machine::new(route, length, src_off, dst_off, chunk, fds);
+        m.set_always_ready(src_kind == FdKind::File, dst_kind == FdKind::File);
         if let Some(e) = err {
             m.fail_destination(e);
         }

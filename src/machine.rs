@@ -68,6 +68,8 @@ pub(crate) struct Machine {
     /// For the direct route: which readiness was last waited for, since `EAGAIN` does not say
     /// which side was not ready.
     last_wait: Want,
+    src_always_ready: bool,
+    dst_always_ready: bool,
     error: Option<(Side, Error)>,
     cancelled: bool,
     copy_fallback: bool,
@@ -99,6 +101,8 @@ impl Machine {
             src_eof: false,
             want: Want::Nothing,
             last_wait: Want::Nothing,
+            src_always_ready: false,
+            dst_always_ready: false,
             error: None,
             cancelled: false,
             copy_fallback: false,
@@ -195,8 +199,24 @@ impl Machine {
     }
 
     /// Whether `EINVAL` now means "splice can't do this pair": nothing has moved yet.
+    ///
+    /// `EINVAL` is splice's and sendfile's answer for a pair they cannot serve (datagram
+    /// sockets, ttys, `O_APPEND` files); `copy_file_range` adds `EXDEV`, `ENOSYS` and
+    /// `EOPNOTSUPP`. This is the list Go's `genericReadFrom` fallback reacts to.
     fn may_fall_back(&self, errno: i32) -> bool {
-        errno == libc::EINVAL && self.delivered == 0 && self.route != Route::Copy
+        matches!(
+            errno,
+            libc::EINVAL | libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP
+        ) && self.delivered == 0
+            && self.route != Route::Copy
+    }
+
+    /// Tells the machine which sides can never make a direct transfer wait: a regular file
+    /// is always ready, so `EAGAIN` on a direct transfer from a file means the destination
+    /// is full, and one into a file means the source is empty.
+    pub(crate) fn set_always_ready(&mut self, src: bool, dst: bool) {
+        self.src_always_ready = src;
+        self.dst_always_ready = dst;
     }
 
     /// Applies the result of a [`Action::Fill`].
@@ -263,7 +283,11 @@ impl Machine {
                 self.gave_to_destination(n);
             }
             Err(libc::EAGAIN) => {
-                self.want = if self.last_wait == Want::Readable {
+                self.want = if self.src_always_ready {
+                    Want::Writable
+                } else if self.dst_always_ready {
+                    Want::Readable
+                } else if self.last_wait == Want::Readable {
                     Want::Writable
                 } else {
                     Want::Readable
@@ -456,6 +480,18 @@ mod tests {
         m.ready();
         m.on_direct(Ok(7));
         assert_eq!(m.delivered(), 7);
+    }
+
+    #[test]
+    fn direct_eagain_from_a_file_waits_for_the_destination() {
+        let mut m = m(Route::Direct, None);
+        m.set_always_ready(true, false);
+        m.on_direct(Err(libc::EAGAIN));
+        assert_eq!(m.next(), Action::WaitWritable);
+        let mut m2 = Machine::new(Route::Direct, None, None, None, 100, (3, 4));
+        m2.set_always_ready(false, true);
+        m2.on_direct(Err(libc::EAGAIN));
+        assert_eq!(m2.next(), Action::WaitReadable);
     }
 
     #[test]

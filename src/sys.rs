@@ -131,6 +131,34 @@ pub(crate) fn splice(
     syscall!(splice(fd_in, pi, fd_out, po, len, SPLICE_FLAGS)).map(|n| n as usize)
 }
 
+/// `sendfile(2)` from a regular file; an offset given is used, not advanced.
+pub(crate) fn sendfile(out_fd: RawFd, in_fd: RawFd, off: Option<u64>, len: usize) -> io::Result<usize> {
+    let mut o = off.map_or(0, |v| v as libc::off_t);
+    let p = if off.is_some() {
+        &mut o as *mut libc::off_t
+    } else {
+        std::ptr::null_mut()
+    };
+    // SAFETY: `p` is null or points at a local that outlives the call.
+    syscall!(sendfile(out_fd, in_fd, p, len)).map(|n| n as usize)
+}
+
+/// `copy_file_range(2)`; offsets given are used, not advanced.
+pub(crate) fn copy_file_range(
+    fd_in: RawFd,
+    off_in: Option<u64>,
+    fd_out: RawFd,
+    off_out: Option<u64>,
+    len: usize,
+) -> io::Result<usize> {
+    let (mut oi, mut oo) = (off_in, off_out);
+    let (mut ti, mut to) = (0, 0);
+    let pi = off_ptr(&mut oi, &mut ti);
+    let po = off_ptr(&mut oo, &mut to);
+    // SAFETY: the offset pointers are null or point at locals that outlive the call.
+    syscall!(copy_file_range(fd_in, pi, fd_out, po, len, 0)).map(|n| n as usize)
+}
+
 /// `read(2)` or, with an offset, `pread(2)`.
 pub(crate) fn read(fd: RawFd, off: Option<u64>, buf: &mut [u8]) -> io::Result<usize> {
     let p = buf.as_mut_ptr().cast();

@@ -4,7 +4,7 @@
 //! the fallback for everything (readiness from epoll).
 
 use crate::error::{Error, Op};
-use crate::inflight::{CopyBuf, InFlight, Key};
+use crate::inflight::{CopyBuf, InFlight, Key, Via};
 use crate::machine::{Action, OpResult, Route};
 use crate::sys;
 
@@ -188,10 +188,16 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                 fl.release_pipe_if_idle(k);
             }
             Action::Direct { len } => {
-                let (src, dst) = (slot.src_fd, slot.dst_fd);
+                let (src, dst, via) = (slot.src_fd, slot.dst_fd, slot.via);
                 let m = slot.machine();
                 let (so, doff) = (m.src_off(), m.dst_off());
-                let r = guarded(sigpipe_guard, || res(sys::splice(src, so, dst, doff, len)));
+                let r = guarded(sigpipe_guard, || {
+                    res(match via {
+                        Via::Splice => sys::splice(src, so, dst, doff, len),
+                        Via::Sendfile => sys::sendfile(dst, src, so, len),
+                        Via::CopyFileRange => sys::copy_file_range(src, so, dst, doff, len),
+                    })
+                });
                 if let Ok(n) = r {
                     moved += n as u64;
                 }
