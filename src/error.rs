@@ -91,6 +91,11 @@ pub enum Error {
     /// dropping the engine.
     #[error("transfer cancelled")]
     Cancelled,
+    /// The transfer's deadline ([`Transfer::timeout`](crate::Transfer::timeout)) or idle
+    /// timeout ([`Transfer::idle_timeout`](crate::Transfer::idle_timeout)) passed; it was
+    /// cancelled.
+    #[error("transfer timed out")]
+    TimedOut,
     /// `submit` was refused: the configured maximum of transfers is in flight.
     #[error("engine full: {max} transfers already in flight")]
     Full {
@@ -137,6 +142,7 @@ impl From<Error> for io::Error {
             Error::Io { source, .. } => source.kind(),
             Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
             Error::Cancelled => io::ErrorKind::Interrupted,
+            Error::TimedOut => io::ErrorKind::TimedOut,
             Error::Full { .. } => io::ErrorKind::WouldBlock,
             Error::InvalidInput(_) => io::ErrorKind::InvalidInput,
             Error::Unsupported(_) => io::ErrorKind::Unsupported,

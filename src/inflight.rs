@@ -6,7 +6,9 @@
 //! operation of the transfer is still in the kernel, so a stale CQE can never reach a
 //! reused slot; ids also carry a generation so a stale `cancel` cannot hit a new transfer.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
 use std::os::fd::{AsRawFd, RawFd};
 
 use slab::Slab;
@@ -75,6 +77,11 @@ pub(crate) struct Slot {
     pub(crate) cancel_sent: bool,
     /// Whether a pipe is being waited for (the slot is in the pipe-waiters queue).
     pub(crate) waiting_pipe: bool,
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    /// When bytes last reached the destination (or the transfer was submitted).
+    last_progress: Instant,
+    progress_mark: u64,
 }
 
 impl Slot {
@@ -104,6 +111,8 @@ pub(crate) struct InFlight {
     pub(crate) done: VecDeque<Completion>,
     pub(crate) stats: Stats,
     pub(crate) cfg: Builder,
+    /// Deadlines and idle checks, earliest first; entries of finished slots are skipped.
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
 }
 
 impl InFlight {
@@ -119,6 +128,7 @@ impl InFlight {
             done: VecDeque::new(),
             stats: Stats::default(),
             cfg,
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -130,6 +140,7 @@ impl InFlight {
                 transfer: t,
             });
         }
+        let now = Instant::now();
         self.next_gen = self.next_gen.wrapping_add(1) & 0xFF_FFFF;
         let generation = self.next_gen;
         let src_fd = t.src.as_raw_fd();
@@ -155,7 +166,15 @@ impl InFlight {
             fresh: false,
             cancel_sent: false,
             waiting_pipe: false,
+            deadline: t.timeout.map(|d| now + d),
+            idle: t.idle_timeout,
+            last_progress: now,
+            progress_mark: 0,
         });
+        let first = [t.timeout, t.idle_timeout].into_iter().flatten().min();
+        if let Some(d) = first {
+            self.timers.push(Reverse((now + d, key, generation)));
+        }
         self.starting.push((key, generation));
         self.stats.submitted += 1;
         Ok(id_of(key, generation))
@@ -313,12 +332,66 @@ impl InFlight {
         });
     }
 
+    /// Records progress for the idle timeout; call after bytes may have moved.
+    pub(crate) fn note_progress(&mut self, k: Key) {
+        let Some(slot) = self.get(k) else { return };
+        if slot.idle.is_none() {
+            return;
+        }
+        let d = slot.machine.as_ref().map_or(0, |m| m.delivered());
+        if d != slot.progress_mark {
+            slot.progress_mark = d;
+            slot.last_progress = Instant::now();
+        }
+    }
+
+    /// Transfers whose deadline or idle timeout has passed (their machines are marked
+    /// timed out; the backend cancels them). Idle checks that find progress are re-armed.
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Key> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let k = (key, generation);
+            let Some(slot) = self.get(k) else { continue };
+            let Some(m) = slot.machine.as_ref() else {
+                // Not started yet: check again right after the next start.
+                self.timers.push(Reverse((now, key, generation)));
+                break;
+            };
+            let d = m.delivered();
+            if d != slot.progress_mark {
+                slot.progress_mark = d;
+                slot.last_progress = now;
+            }
+            let idle_at = slot.idle.map(|i| slot.last_progress + i);
+            let due = [slot.deadline, idle_at].into_iter().flatten().min();
+            match due {
+                Some(t) if t <= now => {
+                    slot.machine().time_out();
+                    out.push(k);
+                }
+                Some(t) => self.timers.push(Reverse((t, key, generation))),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The earliest pending timer, if any.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|r| r.0.0)
+    }
+
     /// Copies the pool's counters into the stats.
     pub(crate) fn stats(&self) -> Stats {
         let mut s = self.stats;
         s.pipes_created = self.pool.counters.created;
         s.pipes_reused = self.pool.counters.reused;
         s.pipes_discarded = self.pool.counters.discarded;
+        s.pipe_bytes = self.pool.live_bytes() as u64;
         s
     }
 }

@@ -72,6 +72,7 @@ pub(crate) struct Machine {
     dst_always_ready: bool,
     error: Option<(Side, Error)>,
     cancelled: bool,
+    timed_out: bool,
     copy_fallback: bool,
     src_fd: i32,
     dst_fd: i32,
@@ -105,6 +106,7 @@ impl Machine {
             dst_always_ready: false,
             error: None,
             cancelled: false,
+            timed_out: false,
             copy_fallback: false,
             src_fd: fds.0,
             dst_fd: fds.1,
@@ -153,8 +155,10 @@ impl Machine {
         self.cancelled = true;
     }
 
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled
+    /// Cancels because a deadline or idle timeout passed: the outcome is `TimedOut`.
+    pub(crate) fn time_out(&mut self) {
+        self.cancelled = true;
+        self.timed_out = true;
     }
 
     /// Readiness the machine waited for has arrived.
@@ -359,6 +363,9 @@ impl Machine {
     pub(crate) fn outcome(&mut self) -> Result<(), Error> {
         if let Some((_, e)) = self.error.take() {
             return Err(e);
+        }
+        if self.timed_out {
+            return Err(Error::TimedOut);
         }
         if self.cancelled {
             return Err(Error::Cancelled);

@@ -27,6 +27,9 @@ pub struct Stats {
     pub pipes_reused: u64,
     /// Pipes closed because they still held bytes (never pooled).
     pub pipes_discarded: u64,
+    /// Capacity of the pipes alive now (leased or pooled), in bytes: what the pipe budget
+    /// bounds.
+    pub pipe_bytes: u64,
     /// Transfers that fell back to a read/write copy because splice refused the pair.
     pub copy_fallbacks: u64,
 }

@@ -289,3 +289,32 @@ pub(crate) fn restore_sigmask(old: libc::sigset_t) {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
 }
+
+/// `timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)`.
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    let fd = syscall!(timerfd_create(
+        libc::CLOCK_MONOTONIC,
+        libc::TFD_NONBLOCK | libc::TFD_CLOEXEC
+    ))?;
+    // SAFETY: the fd is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms a timerfd to fire once, `after` from now (at least 1 µs: zero would disarm it).
+pub(crate) fn timerfd_set(fd: RawFd, after: std::time::Duration) -> io::Result<()> {
+    let after = after.max(std::time::Duration::from_micros(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs() as libc::time_t,
+            tv_nsec: after.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: `spec` is valid for reads; the old value is not asked for.
+    syscall!(timerfd_settime(fd, 0, &spec, std::ptr::null_mut()))?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! Transfer: what to move, from where to where, and the caller's tag.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::endpoint::Endpoint;
 
@@ -61,6 +62,8 @@ pub struct Transfer {
     pub(crate) dst_off: Option<u64>,
     pub(crate) tag: u64,
     pub(crate) strategy: Strategy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Transfer {
@@ -74,6 +77,8 @@ impl Transfer {
             dst_off: None,
             tag: 0,
             strategy: Strategy::Auto,
+            timeout: None,
+            idle_timeout: None,
         }
     }
 
@@ -108,6 +113,20 @@ impl Transfer {
         self
     }
 
+    /// Cancel the transfer with [`Error::TimedOut`](crate::Error::TimedOut) if it has not
+    /// finished this long after `submit`.
+    pub fn timeout(mut self, limit: Duration) -> Transfer {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Cancel the transfer with [`Error::TimedOut`](crate::Error::TimedOut) when no byte
+    /// has reached the destination for this long.
+    pub fn idle_timeout(mut self, limit: Duration) -> Transfer {
+        self.idle_timeout = Some(limit);
+        self
+    }
+
     /// Takes the transfer apart, giving back its endpoints.
     pub fn into_endpoints(self) -> (Endpoint, Endpoint) {
         (self.src, self.dst)
@@ -124,6 +143,8 @@ impl fmt::Debug for Transfer {
             .field("dst_off", &self.dst_off)
             .field("tag", &self.tag)
             .field("strategy", &self.strategy)
+            .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }

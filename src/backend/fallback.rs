@@ -22,6 +22,8 @@ use crate::sys::{self, syscall};
 
 /// `epoll_event.u64` of the engine's own wake-up eventfd.
 const WAKE: u64 = u64::MAX;
+/// `epoll_event.u64` of the timerfd for the earliest transfer timeout.
+const TIMER: u64 = u64::MAX - 1;
 
 #[derive(Debug, Default)]
 struct FdReg {
@@ -40,6 +42,10 @@ pub(crate) struct Epoll {
     /// Slots parked on readiness.
     waiting: usize,
     sigpipe_guard: bool,
+    /// A timerfd in the epoll set, armed for the earliest transfer timeout, so a caller's
+    /// own loop wakes when it passes. Created on first use.
+    timer: Option<OwnedFd>,
+    timer_armed: Option<Instant>,
 }
 
 impl Epoll {
@@ -68,6 +74,8 @@ impl Epoll {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
             waiting: 0,
             sigpipe_guard: !sys::sigpipe_ignored(),
+            timer: None,
+            timer_armed: None,
         })
     }
 
@@ -86,6 +94,9 @@ impl Epoll {
                 let action = slot.machine().next();
                 inline::advance(self, fl, k, action);
             }
+            for k in fl.expired(Instant::now()) {
+                self.cancel(fl, k);
+            }
             for _ in 0..3 {
                 let guard = self.sigpipe_guard;
                 inline::run_ready(self, fl, guard);
@@ -103,18 +114,45 @@ impl Epoll {
             if self.waiting == 0 {
                 break;
             }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => Some(l),
-                    _ => break,
-                },
-                None => None,
+            let Some(left) = super::block_time(deadline, fl.next_timer()) else {
+                break;
             };
             self.wait_events(fl, sys::timeout_ms(left))?;
         }
+        self.arm_timer(fl)?;
         if !fl.ready.is_empty() || !fl.starting.is_empty() {
             sys::eventfd_signal(self.wake.as_raw_fd());
         }
+        Ok(())
+    }
+
+    fn arm_timer(&mut self, fl: &mut InFlight) -> Result<()> {
+        let Some(at) = fl.next_timer() else {
+            return Ok(());
+        };
+        if self.timer_armed.is_some_and(|a| a <= at) {
+            return Ok(());
+        }
+        if self.timer.is_none() {
+            let t = sys::timerfd().map_err(|e| Error::io(Op::Epoll, -1, e))?;
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: TIMER,
+            };
+            // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+            syscall!(epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                t.as_raw_fd(),
+                &mut ev
+            ))
+            .map_err(|e| Error::io(Op::Epoll, t.as_raw_fd(), e))?;
+            self.timer = Some(t);
+        }
+        let t = self.timer.as_ref().expect("invariant: created above");
+        let d = at.saturating_duration_since(Instant::now());
+        sys::timerfd_set(t.as_raw_fd(), d).map_err(|e| Error::io(Op::Epoll, t.as_raw_fd(), e))?;
+        self.timer_armed = Some(at);
         Ok(())
     }
 
@@ -144,6 +182,13 @@ impl Epoll {
             let ev = self.events[i];
             let (data, bits) = (ev.u64, ev.events);
             if data == WAKE {
+                continue;
+            }
+            if data == TIMER {
+                if let Some(t) = &self.timer {
+                    sys::eventfd_clear(t.as_raw_fd()); // reads the 8-byte expiry count
+                }
+                self.timer_armed = None;
                 continue;
             }
             self.on_event(fl, data as RawFd, bits);

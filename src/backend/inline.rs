@@ -46,7 +46,9 @@ pub(crate) fn run_ready<R: Readiness>(r: &mut R, fl: &mut InFlight, sigpipe_guar
             r.advance_other(fl, k);
             continue;
         }
-        match run(fl, k, sigpipe_guard) {
+        let park = run(fl, k, sigpipe_guard);
+        fl.note_progress(k);
+        match park {
             Park::Readable => r.arm(fl, k, Dir::Read),
             Park::Writable => r.arm(fl, k, Dir::Write),
             Park::NeedPipe => {}

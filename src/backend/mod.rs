@@ -32,3 +32,24 @@ pub(crate) enum RoundKind {
     /// Source to destination.
     Direct,
 }
+
+/// How long a blocking wait may sleep: until the caller's deadline or the earliest
+/// transfer timer, whichever comes first. `None`: the caller's deadline has passed.
+pub(crate) fn block_time(
+    deadline: Option<std::time::Instant>,
+    timer: Option<std::time::Instant>,
+) -> Option<Option<std::time::Duration>> {
+    let now = std::time::Instant::now();
+    let left = match deadline {
+        Some(d) => match d.checked_duration_since(now) {
+            Some(l) if !l.is_zero() => Some(l),
+            _ => return None,
+        },
+        None => None,
+    };
+    let to_timer = timer.map(|t| t.saturating_duration_since(now));
+    Some(match (left, to_timer) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}

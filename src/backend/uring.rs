@@ -36,6 +36,8 @@ use crate::sys;
 
 /// `user_data` of operations whose CQE needs no handling (cancels).
 const INTERNAL: u64 = u64::MAX;
+/// `user_data` of the ring's timer (`IORING_OP_TIMEOUT`) for the earliest transfer timeout.
+const TIMER: u64 = u64::MAX - 1;
 /// How long dropping the engine waits for the kernel to give back cancelled operations.
 const DROP_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -102,6 +104,9 @@ pub(crate) fn setup(cfg: &Builder) -> std::result::Result<Uring, (Error, String)
         cqes: Vec::new(),
         outstanding: 0,
         sigpipe_guard: !sys::sigpipe_ignored(),
+        timer_ts: Box::new(types::Timespec::new()),
+        timer_armed: None,
+        has_timeout_op: probe.is_supported(opcode::Timeout::CODE),
     })
 }
 
@@ -118,6 +123,11 @@ pub(crate) struct Uring {
     /// Operations in the kernel (or the backlog) whose CQE has not been reaped.
     outstanding: usize,
     sigpipe_guard: bool,
+    /// The timer's expiry, read by the kernel when the `IORING_OP_TIMEOUT` is submitted.
+    timer_ts: Box<types::Timespec>,
+    /// When the armed timer fires; `None` when none is armed.
+    timer_armed: Option<Instant>,
+    has_timeout_op: bool,
 }
 
 impl std::fmt::Debug for Uring {
@@ -146,6 +156,9 @@ impl Uring {
                 fl.start(k, true);
                 self.advance(fl, k);
             }
+            for k in fl.expired(Instant::now()) {
+                self.cancel(fl, k);
+            }
             for _ in 0..3 {
                 self.reap(fl);
                 let guard = self.sigpipe_guard;
@@ -165,20 +178,37 @@ impl Uring {
                 // Nothing in the kernel and nothing runnable: nothing can wake us.
                 break;
             }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => Some(l),
-                    _ => break,
-                },
-                None => None,
+            let Some(left) = super::block_time(deadline, fl.next_timer()) else {
+                break;
             };
             self.block_for_cqe(fl, left)?;
         }
+        self.arm_timer(fl)?;
         if !fl.ready.is_empty() || !fl.starting.is_empty() {
             // Work is left for the next pass: keep the fd readable for the caller's loop.
             sys::eventfd_signal(self.eventfd.as_raw_fd());
         }
         Ok(())
+    }
+
+    /// Keeps an `IORING_OP_TIMEOUT` armed for the earliest transfer timeout, so its CQE
+    /// makes the eventfd readable for a caller's own event loop when the time comes.
+    fn arm_timer(&mut self, fl: &mut InFlight) -> Result<()> {
+        let Some(at) = fl.next_timer() else {
+            return Ok(());
+        };
+        if !self.has_timeout_op || self.timer_armed.is_some_and(|a| a <= at) {
+            return Ok(());
+        }
+        let d = at.saturating_duration_since(Instant::now());
+        *self.timer_ts = types::Timespec::from(d.max(Duration::from_micros(1)));
+        let ts: *const types::Timespec = &*self.timer_ts;
+        let e = opcode::Timeout::new(ts).build().user_data(TIMER);
+        self.timer_armed = Some(at);
+        self.push(fl, &[e]);
+        // Submit now: the kernel reads the timespec at submission, and a later arm may
+        // overwrite it.
+        self.submit(fl)
     }
 
     fn block_for_cqe(&mut self, fl: &mut InFlight, left: Option<Duration>) -> Result<()> {
@@ -249,7 +279,7 @@ impl Uring {
     /// Pushes one round (a link chain) whole, submitting to make room if needed.
     fn push(&mut self, fl: &mut InFlight, entries: &[squeue::Entry]) {
         fl.stats.sqes += entries.len() as u64;
-        self.outstanding += entries.iter().filter(|e| e.get_user_data() != INTERNAL).count();
+        self.outstanding += entries.iter().filter(|e| e.get_user_data() < TIMER).count();
         if self.backlog.is_empty() {
             for attempt in 0..2 {
                 let mut sq = self.ring.submission();
@@ -296,6 +326,10 @@ impl Uring {
         if ud == INTERNAL {
             return;
         }
+        if ud == TIMER {
+            self.timer_armed = None;
+            return;
+        }
         let (k, idx) = parse_user_data(ud);
         let Some(slot) = fl.get(k) else {
             debug_assert!(false, "CQE for a freed slot: {ud:#x}");
@@ -310,6 +344,7 @@ impl Uring {
         self.outstanding -= 1;
         if slot.in_kernel == 0 {
             apply_round(fl, k);
+            fl.note_progress(k);
             self.advance(fl, k);
         }
     }
