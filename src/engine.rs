@@ -255,3 +255,14 @@ impl Drop for Engine {
         self.fl.done.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn engine_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Engine>();
+        assert_send::<crate::Completion>();
+        assert_send::<crate::Transfer>();
+    }
+}
