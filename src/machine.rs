@@ -245,6 +245,17 @@ impl Machine {
         }
     }
 
+    /// After a read from a pollable source that returned less than asked, the source is
+    /// most likely drained: wait for readiness rather than probe with one more call that
+    /// would fail with `EAGAIN`. (If data arrived meanwhile, the poll fires at once.)
+    pub(crate) fn hint_short_read(&mut self, asked: usize, res: OpResult) {
+        if let Ok(n) = res {
+            if n > 0 && n < asked && !self.src_always_ready && self.want == Want::Nothing {
+                self.want = Want::Readable;
+            }
+        }
+    }
+
     /// Applies the result of a [`Action::Drain`].
     pub(crate) fn on_drain(&mut self, res: OpResult) {
         match res {
@@ -499,6 +510,23 @@ mod tests {
         m2.set_always_ready(false, true);
         m2.on_direct(Err(libc::EAGAIN));
         assert_eq!(m2.next(), Action::WaitReadable);
+    }
+
+    #[test]
+    fn short_read_from_a_socket_waits_after_draining() {
+        let mut m = m(Route::Pipe, None);
+        m.on_fill(Ok(40));
+        m.hint_short_read(100, Ok(40));
+        assert_eq!(m.next(), Action::Drain { len: 40 });
+        m.on_drain(Ok(40));
+        assert_eq!(m.next(), Action::WaitReadable);
+        // A file source is never waited for.
+        let mut f = Machine::new(Route::Pipe, None, None, None, 100, (3, 4));
+        f.set_always_ready(true, false);
+        f.on_fill(Ok(40));
+        f.hint_short_read(100, Ok(40));
+        f.on_drain(Ok(40));
+        assert_eq!(f.next(), Action::Fill { len: 100 });
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                     let off = slot.machine().src_off();
                     let r = res(sys::splice(slot.src_fd, off, wfd, None, len));
                     slot.machine().on_fill(r);
+                    slot.machine().hint_short_read(len, r);
                     if slot.machine().staged() == 0 {
                         fl.release_pipe_if_idle(k);
                     }
@@ -161,6 +162,7 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                         buf.end = n;
                     }
                     slot.machine().on_fill(r);
+                    slot.machine().hint_short_read(len, r);
                 }
             }
             Action::Drain { len } => {
@@ -204,6 +206,7 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                     moved += n as u64;
                 }
                 m.on_direct(r);
+                m.hint_short_read(len, r);
             }
         }
         if let Some(slot) = fl.get(k) {
