@@ -1,5 +1,5 @@
-//! Fairness: one huge transfer that is always ready (a file into a socket with an eager
-//! reader) must not starve the others. Each pass gives every ready transfer a bounded
+//! Fairness: one huge transfer that is always ready (a sparse file into `/dev/null`: it
+//! never waits for either side) must not starve the others. Each pass gives every ready transfer a bounded
 //! share (`Builder::fairness_bytes`), so a small transfer submitted beside a 512 MiB one
 //! completes first, on both backends.
 
@@ -36,17 +36,7 @@ fn a_huge_ready_transfer_does_not_starve_a_small_one() {
             }
         };
         let file = std::fs::File::open(&path).unwrap();
-        let (bdst, mut br) = pair();
-        let big_reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                match br.read(&mut buf).unwrap() {
-                    0 => return n,
-                    k => n += k as u64,
-                }
-            }
-        });
+        let bdst = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
         // Inline: the engine's own thread does the big transfer's work, the case where
         // starvation could happen.
         e.submit(Transfer::new(file, bdst).strategy(Strategy::Inline).tag(1))
@@ -68,7 +58,6 @@ fn a_huge_ready_transfer_does_not_starve_a_small_one() {
             }
         }
         assert_eq!(order, vec![(2, 10_000), (1, BIG)], "{b:?}");
-        assert_eq!(big_reader.join().unwrap(), BIG);
         let mut v = Vec::new();
         r.read_to_end(&mut v).unwrap();
         assert_eq!(v.len(), 10_000);
