@@ -119,6 +119,11 @@ owned_from!(
     File,
     TcpStream,
     UnixStream,
+    std::os::unix::net::UnixDatagram,
+    std::net::UdpSocket,
     std::io::PipeReader,
-    std::io::PipeWriter
+    std::io::PipeWriter,
+    std::process::ChildStdin,
+    std::process::ChildStdout,
+    std::process::ChildStderr
 );
