@@ -150,7 +150,9 @@ impl Builder {
     /// syscall of the setup fails.
     pub fn build(self) -> Result<Engine> {
         if self.ring_entries < 2 {
-            return Err(Error::InvalidInput("ring_entries must be at least 2".into()));
+            return Err(Error::InvalidInput(
+                "ring_entries must be at least 2".into(),
+            ));
         }
         if self.max_transfers == 0 || self.max_transfers > (1 << 31) {
             return Err(Error::InvalidInput(

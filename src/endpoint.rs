@@ -53,8 +53,12 @@ impl Endpoint {
     /// `poll`/`wait`, or until the `Engine` has been dropped. The kernel resolves the fd of a
     /// linked io_uring operation only when that operation starts, which may be long after
     /// `submit`; a closed and reused fd number would make it read or write an unrelated file.
+    #[allow(unsafe_code)] // the contract is the caller's; nothing unsafe happens here
     pub unsafe fn from_raw_fd(fd: RawFd) -> Endpoint {
-        Endpoint { hold: Hold::Raw, fd }
+        Endpoint {
+            hold: Hold::Raw,
+            fd,
+        }
     }
 
     /// The owned fd back, if this endpoint owned one.

@@ -232,6 +232,7 @@ impl AsRawFd for Engine {
 }
 
 impl AsFd for Engine {
+    #[allow(unsafe_code)]
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the fd belongs to the driver, which lives as long as `self`.
         unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }

@@ -159,8 +159,8 @@ impl From<Error> for io::Error {
 pub struct Rejected {
     /// Why it was refused.
     pub error: Error,
-    /// The transfer, untouched.
-    pub transfer: Transfer,
+    /// The transfer, untouched (boxed to keep `Result<TransferId, Rejected>` small).
+    pub transfer: Box<Transfer>,
 }
 
 impl fmt::Debug for Rejected {

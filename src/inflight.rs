@@ -8,8 +8,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::{Duration, Instant};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -137,7 +137,7 @@ impl InFlight {
         if self.slots.len() >= self.max {
             return Err(Rejected {
                 error: Error::Full { max: self.max },
-                transfer: t,
+                transfer: Box::new(t),
             });
         }
         let now = Instant::now();
@@ -189,7 +189,10 @@ impl InFlight {
     pub(crate) fn key_of(&self, id: TransferId) -> Option<Key> {
         let key = (id.0 & 0xFFFF_FFFF) as usize;
         let generation = (id.0 >> 32) as u32;
-        self.slots.get(key).filter(|s| s.generation == generation).map(|_| (key, generation))
+        self.slots
+            .get(key)
+            .filter(|s| s.generation == generation)
+            .map(|_| (key, generation))
     }
 
     /// Classifies the endpoints and builds the state machine. On bad input the machine is
@@ -427,11 +430,15 @@ fn classify(
     }
     let src_flags = sys::status_flags(src).map_err(|e| Error::io(Op::Fcntl, src, e))?;
     if src_flags & libc::O_ACCMODE == libc::O_WRONLY {
-        return Err(Error::InvalidInput(format!("fd {src} is not open for reading")));
+        return Err(Error::InvalidInput(format!(
+            "fd {src} is not open for reading"
+        )));
     }
     let dst_flags = sys::status_flags(dst).map_err(|e| Error::io(Op::Fcntl, dst, e))?;
     if dst_flags & libc::O_ACCMODE == libc::O_RDONLY {
-        return Err(Error::InvalidInput(format!("fd {dst} is not open for writing")));
+        return Err(Error::InvalidInput(format!(
+            "fd {dst} is not open for writing"
+        )));
     }
     for (fd, kind, flags) in [(src, sk, src_flags), (dst, dk, dst_flags)] {
         if matches!(kind, FdKind::Socket | FdKind::Pipe) {

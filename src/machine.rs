@@ -249,10 +249,13 @@ impl Machine {
     /// most likely drained: wait for readiness rather than probe with one more call that
     /// would fail with `EAGAIN`. (If data arrived meanwhile, the poll fires at once.)
     pub(crate) fn hint_short_read(&mut self, asked: usize, res: OpResult) {
-        if let Ok(n) = res {
-            if n > 0 && n < asked && !self.src_always_ready && self.want == Want::Nothing {
-                self.want = Want::Readable;
-            }
+        if let Ok(n) = res
+            && n > 0
+            && n < asked
+            && !self.src_always_ready
+            && self.want == Want::Nothing
+        {
+            self.want = Want::Readable;
         }
     }
 
@@ -315,10 +318,7 @@ impl Machine {
             }
             // A direct splice does not say which side failed; the destination is the safer
             // guess since nothing is staged either way.
-            Err(e) => self.set_error(
-                Side::Destination,
-                Error::errno(Op::Splice, self.dst_fd, e),
-            ),
+            Err(e) => self.set_error(Side::Destination, Error::errno(Op::Splice, self.dst_fd, e)),
         }
     }
 
@@ -455,7 +455,10 @@ mod tests {
         assert_eq!(m.next(), Action::Drain { len: 10 });
         m.on_drain(Ok(10));
         assert_eq!(m.next(), Action::Finish);
-        assert_eq!(m.outcome().unwrap_err().raw_os_error(), Some(libc::ECONNRESET));
+        assert_eq!(
+            m.outcome().unwrap_err().raw_os_error(),
+            Some(libc::ECONNRESET)
+        );
         assert_eq!(m.delivered(), 10);
     }
 

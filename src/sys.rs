@@ -25,7 +25,7 @@ macro_rules! syscall {
 pub(crate) use syscall;
 
 /// `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`: never block in the pipe; move pages where possible.
-pub(crate) const SPLICE_FLAGS: u32 = (libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) as u32;
+pub(crate) const SPLICE_FLAGS: u32 = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
 
 /// What kind of file an fd refers to, as far as choosing a route is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,12 @@ pub(crate) fn splice(
 }
 
 /// `sendfile(2)` from a regular file; an offset given is used, not advanced.
-pub(crate) fn sendfile(out_fd: RawFd, in_fd: RawFd, off: Option<u64>, len: usize) -> io::Result<usize> {
+pub(crate) fn sendfile(
+    out_fd: RawFd,
+    in_fd: RawFd,
+    off: Option<u64>,
+    len: usize,
+) -> io::Result<usize> {
     let mut o = off.map_or(0, |v| v as libc::off_t);
     let p = if off.is_some() {
         &mut o as *mut libc::off_t

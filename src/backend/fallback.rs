@@ -84,7 +84,11 @@ impl Epoll {
         self.epfd.as_raw_fd()
     }
 
-    pub(crate) fn turn(&mut self, fl: &mut InFlight, block: Option<Option<Duration>>) -> Result<()> {
+    pub(crate) fn turn(
+        &mut self,
+        fl: &mut InFlight,
+        block: Option<Option<Duration>>,
+    ) -> Result<()> {
         sys::eventfd_clear(self.wake.as_raw_fd());
         let deadline = block.flatten().map(|t| Instant::now() + t);
         loop {
@@ -197,7 +201,9 @@ impl Epoll {
     }
 
     fn on_event(&mut self, fl: &mut InFlight, fd: RawFd, bits: u32) {
-        let Some(reg) = self.regs.get_mut(&fd) else { return };
+        let Some(reg) = self.regs.get_mut(&fd) else {
+            return;
+        };
         reg.in_epoll = true;
         let err = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         let mut woken = Vec::with_capacity(2);
@@ -224,7 +230,10 @@ impl Epoll {
     /// Applies a registration's interest to epoll. `Ok(false)`: this fd cannot be polled
     /// (a regular file, some devices) and is always ready.
     fn update(&mut self, fd: RawFd) -> Result<bool> {
-        let reg = self.regs.get_mut(&fd).expect("invariant: caller registered it");
+        let reg = self
+            .regs
+            .get_mut(&fd)
+            .expect("invariant: caller registered it");
         let mut events = libc::EPOLLONESHOT as u32;
         if reg.reader.is_some() {
             events |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
@@ -255,12 +264,18 @@ impl Epoll {
                 Err(e) => return Err(Error::io(Op::Epoll, fd, e)),
             }
         }
-        Err(Error::io(Op::Epoll, fd, std::io::Error::from_raw_os_error(libc::EEXIST)))
+        Err(Error::io(
+            Op::Epoll,
+            fd,
+            std::io::Error::from_raw_os_error(libc::EEXIST),
+        ))
     }
 
     /// Drops a finished transfer's interest in its fds and deregisters fds nobody waits on.
     fn forget(&mut self, fd: RawFd, k: Key) {
-        let Some(reg) = self.regs.get_mut(&fd) else { return };
+        let Some(reg) = self.regs.get_mut(&fd) else {
+            return;
+        };
         if reg.reader == Some(k) {
             reg.reader = None;
             self.waiting -= 1;

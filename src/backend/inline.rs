@@ -209,10 +209,10 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                 m.hint_short_read(len, r);
             }
         }
-        if let Some(slot) = fl.get(k) {
-            if slot.machine().take_copy_fallback() {
-                fl.stats.copy_fallbacks += 1;
-            }
+        if let Some(slot) = fl.get(k)
+            && slot.machine().take_copy_fallback()
+        {
+            fl.stats.copy_fallbacks += 1;
         }
     }
 }

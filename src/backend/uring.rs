@@ -148,7 +148,11 @@ impl Uring {
 
     /// One turn of the engine: start new transfers, reap CQEs, run inline work, submit.
     /// With `block`, waits (up to the timeout) until at least one completion is ready.
-    pub(crate) fn turn(&mut self, fl: &mut InFlight, block: Option<Option<Duration>>) -> Result<()> {
+    pub(crate) fn turn(
+        &mut self,
+        fl: &mut InFlight,
+        block: Option<Option<Duration>>,
+    ) -> Result<()> {
         sys::eventfd_clear(self.eventfd.as_raw_fd());
         let deadline = block.flatten().map(|t| Instant::now() + t);
         loop {
@@ -231,7 +235,12 @@ impl Uring {
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(Error::io(Op::IoUringEnter, self.ring.as_raw_fd(), e)),
@@ -417,7 +426,11 @@ impl Uring {
                     }
                 }
                 let slot = fl.get(k).expect("invariant: slot exists");
-                if slot.machine.as_ref().is_some_and(|m| m.next() == Action::Finish) {
+                if slot
+                    .machine
+                    .as_ref()
+                    .is_some_and(|m| m.next() == Action::Finish)
+                {
                     // Pipe creation failed: the machine holds the error.
                     fl.finish(k);
                     return;
@@ -471,17 +484,19 @@ impl Uring {
                 }
                 RoundKind::Fill => {
                     let (_, w) = pipe.expect("invariant: leased above");
-                    let e = opcode::Splice::new(types::Fd(src), off(src_off), types::Fd(w), -1, len32)
-                        .flags(sys::SPLICE_FLAGS)
-                        .build();
+                    let e =
+                        opcode::Splice::new(types::Fd(src), off(src_off), types::Fd(w), -1, len32)
+                            .flags(sys::SPLICE_FLAGS)
+                            .build();
                     src_off = src_off.map(|o| o + len as u64);
                     e
                 }
                 RoundKind::Drain => {
                     let (r, _) = pipe.expect("invariant: staged bytes are in a pipe");
-                    let e = opcode::Splice::new(types::Fd(r), -1, types::Fd(dst), off(dst_off), len32)
-                        .flags(sys::SPLICE_FLAGS)
-                        .build();
+                    let e =
+                        opcode::Splice::new(types::Fd(r), -1, types::Fd(dst), off(dst_off), len32)
+                            .flags(sys::SPLICE_FLAGS)
+                            .build();
                     dst_off = dst_off.map(|o| o + len as u64);
                     e
                 }
@@ -556,7 +571,10 @@ impl Uring {
                 break;
             };
             let _ = self.submit(fl);
-            if self.block_for_cqe(fl, Some(left.min(Duration::from_millis(100)))).is_err() {
+            if self
+                .block_for_cqe(fl, Some(left.min(Duration::from_millis(100))))
+                .is_err()
+            {
                 break;
             }
             self.reap_for_shutdown(fl);
@@ -575,7 +593,6 @@ impl Uring {
     }
 }
 
-
 /// Applies a finished round's results to the state machine, in submission order.
 fn apply_round(fl: &mut InFlight, k: Key) {
     let Some(slot) = fl.get(k) else { return };
@@ -587,13 +604,21 @@ fn apply_round(fl: &mut InFlight, k: Key) {
         if res == -libc::ECANCELED {
             continue;
         }
-        let r = if res >= 0 { Ok(res as usize) } else { Err(-res) };
+        let r = if res >= 0 {
+            Ok(res as usize)
+        } else {
+            Err(-res)
+        };
         let m = slot.machine();
         fresh = false;
         match op.kind {
             RoundKind::PollIn | RoundKind::PollOut => match r {
                 Ok(mask) if mask & libc::POLLNVAL as usize != 0 => {
-                    let fd = if op.kind == RoundKind::PollIn { src_fd } else { dst_fd };
+                    let fd = if op.kind == RoundKind::PollIn {
+                        src_fd
+                    } else {
+                        dst_fd
+                    };
                     m.fail_source(inline::poll_error(fd, libc::EBADF));
                 }
                 Ok(_) => {
@@ -638,6 +663,10 @@ impl Readiness for Uring {
     }
 
     fn runs_inline(&self, slot: &crate::inflight::Slot) -> bool {
-        slot.mode == Mode::Inline || slot.machine.as_ref().is_some_and(|m| m.route() == Route::Copy)
+        slot.mode == Mode::Inline
+            || slot
+                .machine
+                .as_ref()
+                .is_some_and(|m| m.route() == Route::Copy)
     }
 }
