@@ -139,7 +139,8 @@ impl Engine {
     /// Queues a transfer. No syscall: the transfer starts at the next
     /// [`flush`](Engine::flush), [`poll`](Engine::poll) or [`wait`](Engine::wait).
     /// Problems with the fds themselves (closed, a directory, the same pipe on both sides)
-    /// come back as the completion's error.
+    /// come back as the completion's error. Being syscall-free, `submit` does not make the
+    /// engine's fd readable: a caller's loop calls `flush` (or `poll`) after submitting.
     ///
     /// # Errors
     /// [`Error::Full`] inside [`Rejected`] (with the transfer handed back) when the

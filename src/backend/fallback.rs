@@ -46,6 +46,8 @@ pub(crate) struct Epoll {
     /// own loop wakes when it passes. Created on first use.
     timer: Option<OwnedFd>,
     timer_armed: Option<Instant>,
+    /// Whether the wake-up eventfd may be readable (only this engine signals it).
+    wake_signaled: bool,
 }
 
 impl Epoll {
@@ -76,6 +78,7 @@ impl Epoll {
             sigpipe_guard: !sys::sigpipe_ignored(),
             timer: None,
             timer_armed: None,
+            wake_signaled: false,
         })
     }
 
@@ -89,7 +92,9 @@ impl Epoll {
         fl: &mut InFlight,
         block: Option<Option<Duration>>,
     ) -> Result<()> {
-        sys::eventfd_clear(self.wake.as_raw_fd());
+        if std::mem::take(&mut self.wake_signaled) {
+            sys::eventfd_clear(self.wake.as_raw_fd());
+        }
         let deadline = block.flatten().map(|t| Instant::now() + t);
         loop {
             for k in std::mem::take(&mut fl.starting) {
@@ -125,7 +130,10 @@ impl Epoll {
         }
         self.arm_timer(fl)?;
         if !fl.ready.is_empty() || !fl.starting.is_empty() {
-            sys::eventfd_signal(self.wake.as_raw_fd());
+            if !self.wake_signaled {
+                sys::eventfd_signal(self.wake.as_raw_fd());
+                self.wake_signaled = true;
+            }
         }
         Ok(())
     }

@@ -107,6 +107,7 @@ pub(crate) fn setup(cfg: &Builder) -> std::result::Result<Uring, (Error, String)
         timer_ts: Box::new(types::Timespec::new()),
         timer_armed: None,
         has_timeout_op: probe.is_supported(opcode::Timeout::CODE),
+        eventfd_dirty: true,
     })
 }
 
@@ -128,6 +129,8 @@ pub(crate) struct Uring {
     /// When the armed timer fires; `None` when none is armed.
     timer_armed: Option<Instant>,
     has_timeout_op: bool,
+    /// Whether the eventfd may be readable: CQEs were seen or the engine signalled it.
+    eventfd_dirty: bool,
 }
 
 impl std::fmt::Debug for Uring {
@@ -153,7 +156,6 @@ impl Uring {
         fl: &mut InFlight,
         block: Option<Option<Duration>>,
     ) -> Result<()> {
-        sys::eventfd_clear(self.eventfd.as_raw_fd());
         let deadline = block.flatten().map(|t| Instant::now() + t);
         loop {
             for k in std::mem::take(&mut fl.starting) {
@@ -188,11 +190,24 @@ impl Uring {
             self.block_for_cqe(fl, left)?;
         }
         self.arm_timer(fl)?;
-        if !fl.ready.is_empty() || !fl.starting.is_empty() {
-            // Work is left for the next pass: keep the fd readable for the caller's loop.
-            sys::eventfd_signal(self.eventfd.as_raw_fd());
-        }
+        self.settle_eventfd(fl);
         Ok(())
+    }
+
+    /// Leaves the eventfd readable exactly when the caller's loop has a reason to call
+    /// `poll` again. The kernel signals it for every CQE; it is reset only after a turn
+    /// that reaped CQEs (a read on every turn would cost a syscall per `poll` for
+    /// nothing), and reset before the final check so a CQE posted meanwhile signals anew.
+    fn settle_eventfd(&mut self, fl: &InFlight) {
+        let fd = self.eventfd.as_raw_fd();
+        if std::mem::take(&mut self.eventfd_dirty) {
+            sys::eventfd_clear(fd);
+        }
+        let more = !fl.ready.is_empty() || !fl.starting.is_empty() || !fl.done.is_empty();
+        if more || !self.ring.completion().is_empty() {
+            sys::eventfd_signal(fd);
+            self.eventfd_dirty = true;
+        }
     }
 
     /// Keeps an `IORING_OP_TIMEOUT` armed for the earliest transfer timeout, so its CQE
@@ -313,6 +328,9 @@ impl Uring {
             self.cqes.clear();
             self.cqes
                 .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            if !self.cqes.is_empty() {
+                self.eventfd_dirty = true;
+            }
             if self.cqes.is_empty() {
                 if self.ring.submission().cq_overflow() {
                     // CQEs the kernel kept aside when the CQ was full (FEAT_NODROP): an

@@ -1,0 +1,87 @@
+//! The engine's fd, as a caller's own epoll/mio loop sees it: readable when `poll` has
+//! progress to make, and not readable when it has none (a loop must not spin), on both
+//! backends.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
+
+fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (a, b)
+}
+
+fn readable(e: &Engine, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: e.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    assert!(n >= 0, "poll failed");
+    n == 1
+}
+
+#[test]
+fn engine_fd_is_readable_only_when_there_is_progress() {
+    for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
+        for s in [Strategy::Chain, Strategy::Inline] {
+            let mut e = match Engine::builder().backend(b).honor_env(false).build() {
+                Ok(e) => e,
+                Err(err) => {
+                    eprintln!("skipped {b:?}: {err}");
+                    continue;
+                }
+            };
+            let (mut w, src) = pair();
+            let (dst, mut r) = pair();
+            e.submit(Transfer::new(src, dst).strategy(s)).unwrap();
+            let mut done = Vec::new();
+            // `submit` makes no syscall, so it cannot wake the fd: flush it.
+            e.flush().unwrap();
+            e.poll(&mut done).unwrap();
+            e.poll(&mut done).unwrap();
+            assert!(done.is_empty());
+            // An idle source: nothing to do, so a caller's loop may sleep.
+            assert!(!readable(&e, 0), "{b:?} {s:?}: readable with nothing to do");
+            // Bytes move (CQEs signal the fd), then the source is idle again: after the
+            // poll that took the progress, the fd must go quiet.
+            w.write_all(b"pi").unwrap();
+            let mut got = [0u8; 2];
+            let mut n = 0;
+            r.set_nonblocking(true).unwrap();
+            let guard = Instant::now() + Duration::from_secs(20);
+            while n < 2 {
+                assert!(Instant::now() < guard, "{b:?} {s:?}: hang guard");
+                assert!(readable(&e, 10_000), "{b:?} {s:?}: fd did not wake for data");
+                e.poll(&mut done).unwrap();
+                if let Ok(k) = r.read(&mut got[n..]) {
+                    n += k;
+                }
+            }
+            r.set_nonblocking(false).unwrap();
+            e.poll(&mut done).unwrap();
+            assert!(!readable(&e, 0), "{b:?} {s:?}: readable after progress was taken");
+            w.write_all(b"ng").unwrap();
+            drop(w);
+            let guard = Instant::now() + Duration::from_secs(20);
+            while done.is_empty() {
+                assert!(Instant::now() < guard, "{b:?} {s:?}: hang guard");
+                assert!(readable(&e, 10_000), "{b:?} {s:?}: fd did not wake for data");
+                e.poll(&mut done).unwrap();
+            }
+            assert!(done[0].is_ok());
+            assert_eq!(done[0].delivered, 4);
+            done.clear();
+            let mut v = got.to_vec();
+            r.read_to_end(&mut v).unwrap();
+            assert_eq!(v, b"ping");
+        }
+    }
+}
