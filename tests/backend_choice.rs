@@ -46,14 +46,23 @@ fn move_data(engine: &mut Engine) {
         v
     });
     engine
-        .submit(Transfer::new(file, fdst).length(Length::Exact(1 << 20)).tag(2))
+        .submit(
+            Transfer::new(file, fdst)
+                .length(Length::Exact(1 << 20))
+                .tag(2),
+        )
         .unwrap();
 
     let mut done = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while done.len() < 2 {
-        assert!(Instant::now() < deadline, "hang guard: transfers did not finish");
-        engine.wait(&mut done, Some(Duration::from_secs(1))).unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: transfers did not finish"
+        );
+        engine
+            .wait(&mut done, Some(Duration::from_secs(1)))
+            .unwrap();
     }
     writer.join().unwrap();
     for c in &done {
@@ -111,9 +120,15 @@ fn deny_io_uring_setup(errno: u32) -> std::io::Result<()> {
 fn run_child(test: &str, expect: &str, env: &[(&str, &str)], errno: Option<u32>) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, expect)
-        .env_remove("RINGSPLICE_BACKEND");
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, expect)
+    .env_remove("RINGSPLICE_BACKEND");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -141,7 +156,11 @@ fn run_child(test: &str, expect: &str, env: &[(&str, &str)], errno: Option<u32>)
 fn child_body() {
     let expect = std::env::var(CHILD_ENV).expect("run by the parent test, not directly");
     let mut engine = Engine::builder().build().unwrap();
-    eprintln!("child: backend={:?} reason={}", engine.backend(), engine.backend_reason());
+    eprintln!(
+        "child: backend={:?} reason={}",
+        engine.backend(),
+        engine.backend_reason()
+    );
     assert_eq!(engine.backend(), ringsplice::Backend::Fallback);
     let reason = engine.backend_reason().to_string();
     match expect.as_str() {
@@ -149,9 +168,14 @@ fn child_body() {
             // The filter is really there: io_uring_setup answers with the errno.
             // SAFETY: io_uring_setup with a null params pointer only reads it after the
             // seccomp check, which refuses first.
-            let r = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, std::ptr::null_mut::<u8>()) };
+            let r =
+                unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, std::ptr::null_mut::<u8>()) };
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap();
-            let want = if expect == "ENOSYS" { libc::ENOSYS } else { libc::EPERM };
+            let want = if expect == "ENOSYS" {
+                libc::ENOSYS
+            } else {
+                libc::EPERM
+            };
             assert_eq!((r, errno), (-1, want));
             assert!(reason.contains("io_uring_setup"), "reason: {reason}");
             // Asking for io_uring explicitly is an error that names the refusal.
@@ -177,12 +201,22 @@ fn child_expect_fallback() {
 
 #[test]
 fn seccomp_enosys_picks_fallback() {
-    run_child("child_expect_fallback", "ENOSYS", &[], Some(libc::ENOSYS as u32));
+    run_child(
+        "child_expect_fallback",
+        "ENOSYS",
+        &[],
+        Some(libc::ENOSYS as u32),
+    );
 }
 
 #[test]
 fn seccomp_eperm_picks_fallback() {
-    run_child("child_expect_fallback", "EPERM", &[], Some(libc::EPERM as u32));
+    run_child(
+        "child_expect_fallback",
+        "EPERM",
+        &[],
+        Some(libc::EPERM as u32),
+    );
 }
 
 #[test]
@@ -248,7 +282,10 @@ fn run_child_bad_env() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}"
+    );
 }
 
 #[test]

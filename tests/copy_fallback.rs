@@ -44,8 +44,12 @@ fn datagram_source_is_copied() {
         for i in 0..10u8 {
             tx.send(&[i; 100]).unwrap();
         }
-        e.submit(Transfer::new(rx, dst).length(Length::Exact(1000)).strategy(s))
-            .unwrap();
+        e.submit(
+            Transfer::new(rx, dst)
+                .length(Length::Exact(1000))
+                .strategy(s),
+        )
+        .unwrap();
         let c = wait_one(&mut e);
         assert!(c.is_ok(), "{:?} {s:?}: {:?}", e.backend(), c.result);
         assert_eq!(c.delivered, 1000);
@@ -86,7 +90,10 @@ fn append_only_destination_is_copied() {
             e.backend()
         ));
         std::fs::write(&path, b"head:").unwrap();
-        let dst = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let dst = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (src, _) = l.accept().unwrap();
@@ -101,7 +108,11 @@ fn append_only_destination_is_copied() {
         drop(c);
         let got = std::fs::read(&path).unwrap();
         assert_eq!(&got[..5], b"head:");
-        assert!(got[5..] == data[..], "{:?} {s:?}: appended bytes differ", e.backend());
+        assert!(
+            got[5..] == data[..],
+            "{:?} {s:?}: appended bytes differ",
+            e.backend()
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -36,7 +36,10 @@ fn a_huge_ready_transfer_does_not_starve_a_small_one() {
             }
         };
         let file = std::fs::File::open(&path).unwrap();
-        let bdst = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let bdst = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
         // Inline: the engine's own thread does the big transfer's work, the case where
         // starvation could happen.
         e.submit(Transfer::new(file, bdst).strategy(Strategy::Inline).tag(1))

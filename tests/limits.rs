@@ -57,7 +57,10 @@ fn pipe_memory_stays_within_budget() {
                 assert!(Instant::now() < guard, "{b:?} {s:?}: hang guard");
                 e.wait(&mut done, Some(Duration::from_millis(100))).unwrap();
                 peak = peak.max(e.stats().pipe_bytes);
-                assert!(peak <= budget as u64, "{b:?} {s:?}: {peak} > budget {budget}");
+                assert!(
+                    peak <= budget as u64,
+                    "{b:?} {s:?}: {peak} > budget {budget}"
+                );
             }
             for c in &done {
                 assert!(c.is_ok(), "{b:?} {s:?}: {:?}", c.result);
@@ -75,7 +78,10 @@ fn pipe_memory_stays_within_budget() {
 #[test]
 #[ignore = "run in a child process by emfile_fails_only_the_affected_transfer"]
 fn child_emfile() {
-    assert!(std::env::var("RINGSPLICE_TEST_EMFILE").is_ok(), "run by the parent");
+    assert!(
+        std::env::var("RINGSPLICE_TEST_EMFILE").is_ok(),
+        "run by the parent"
+    );
     let mut e = Engine::builder()
         .backend(BackendPreference::IoUring)
         .honor_env(false)
@@ -112,7 +118,11 @@ fn child_emfile() {
     assert!(!done.is_empty(), "no transfer hit EMFILE");
     for c in &done {
         match &c.result {
-            Err(Error::Io { op: Op::Pipe, source, .. }) => {
+            Err(Error::Io {
+                op: Op::Pipe,
+                source,
+                ..
+            }) => {
                 assert_eq!(source.raw_os_error(), Some(libc::EMFILE))
             }
             other => panic!("expected EMFILE from pipe2, got {other:?}"),
@@ -146,7 +156,10 @@ fn child_emfile() {
             assert_eq!(v, b"still served");
         }
     }
-    eprintln!("EMFILE failed {} transfer(s); the rest finished", failed.len());
+    eprintln!(
+        "EMFILE failed {} transfer(s); the rest finished",
+        failed.len()
+    );
 }
 
 #[test]

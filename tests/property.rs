@@ -87,7 +87,11 @@ fn stream_pair(l: &TcpListener) -> (TcpStream, TcpStream) {
     (a, b)
 }
 
-fn spawn_writer(mut w: impl Write + Send + 'static, data: Vec<u8>, seed: u64) -> std::thread::JoinHandle<()> {
+fn spawn_writer(
+    mut w: impl Write + Send + 'static,
+    data: Vec<u8>,
+    seed: u64,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = Rng(seed | 1);
         let mut off = 0;
@@ -164,15 +168,24 @@ fn run_case(seed: u64, backend: BackendPreference, tmp: &std::path::Path) {
         let (src, writer): (OwnedFd, _) = match src_kind {
             Src::Tcp => {
                 let (w, s) = stream_pair(&l);
-                (s.into(), Some(spawn_writer(w, data.clone(), seed + i as u64)))
+                (
+                    s.into(),
+                    Some(spawn_writer(w, data.clone(), seed + i as u64)),
+                )
             }
             Src::Unix => {
                 let (w, s) = UnixStream::pair().unwrap();
-                (s.into(), Some(spawn_writer(w, data.clone(), seed + i as u64)))
+                (
+                    s.into(),
+                    Some(spawn_writer(w, data.clone(), seed + i as u64)),
+                )
             }
             Src::Pipe => {
                 let (r, w) = std::io::pipe().unwrap();
-                (r.into(), Some(spawn_writer(w, data.clone(), seed + i as u64)))
+                (
+                    r.into(),
+                    Some(spawn_writer(w, data.clone(), seed + i as u64)),
+                )
             }
             Src::File => {
                 let p = tmp.join(format!("src-{seed}-{i}"));
@@ -199,7 +212,12 @@ fn run_case(seed: u64, backend: BackendPreference, tmp: &std::path::Path) {
         };
         let cancel_at_poll = (rng.below(6) == 0).then(|| rng.below(4) as u32);
         let id = engine
-            .submit(Transfer::new(src, dst).length(len).strategy(strategy).tag(i as u64))
+            .submit(
+                Transfer::new(src, dst)
+                    .length(len)
+                    .strategy(strategy)
+                    .tag(i as u64),
+            )
             .unwrap();
         cases.push(Case {
             len,
@@ -220,7 +238,9 @@ fn run_case(seed: u64, backend: BackendPreference, tmp: &std::path::Path) {
             "seed {seed} {backend:?}: hang guard ({} of {n} done)",
             done.len()
         );
-        engine.wait(&mut done, Some(Duration::from_millis(50))).unwrap();
+        engine
+            .wait(&mut done, Some(Duration::from_millis(50)))
+            .unwrap();
         polls += 1;
         for (i, c) in cases.iter().enumerate() {
             if c.cancel_at_poll.is_some_and(|p| p < polls) && !cancelled[i] {
@@ -265,7 +285,13 @@ fn run_case(seed: u64, backend: BackendPreference, tmp: &std::path::Path) {
                 assert!(want <= size, "{ctx}");
                 assert_eq!(delivered, want, "{ctx}");
             }
-            (Length::Exact(want), Err(Error::UnexpectedEof { expected, delivered: d })) => {
+            (
+                Length::Exact(want),
+                Err(Error::UnexpectedEof {
+                    expected,
+                    delivered: d,
+                }),
+            ) => {
                 assert!(want > size, "{ctx}");
                 assert_eq!((*expected, *d), (want, size), "{ctx}");
             }
@@ -273,7 +299,9 @@ fn run_case(seed: u64, backend: BackendPreference, tmp: &std::path::Path) {
         }
         assert_eq!(undelivered, 0, "{ctx}");
     }
-    eprintln!("  {backend:?} ring {ring} pipe {pipe}: {n} transfers, [ok, short, cancelled] = {tally:?}");
+    eprintln!(
+        "  {backend:?} ring {ring} pipe {pipe}: {n} transfers, [ok, short, cancelled] = {tally:?}"
+    );
 }
 
 #[test]

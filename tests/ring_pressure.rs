@@ -11,7 +11,11 @@ use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
 
 #[test]
 fn tiny_ring_many_transfers_lose_nothing() {
-    for (entries, strategy) in [(2, Strategy::Chain), (2, Strategy::Inline), (4, Strategy::Auto)] {
+    for (entries, strategy) in [
+        (2, Strategy::Chain),
+        (2, Strategy::Inline),
+        (4, Strategy::Auto),
+    ] {
         let mut e = match Engine::builder()
             .backend(BackendPreference::IoUring)
             .honor_env(false)

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Endpoint, Length, Strategy, Transfer};
+use ringsplice::{BackendPreference, Endpoint, Engine, Length, Strategy, Transfer};
 
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -99,7 +99,10 @@ fn soak(backend: BackendPreference, secs: u64) {
         if !running && conns.iter().all(|c| !c.in_flight && c.read == c.size) {
             break;
         }
-        assert!(Instant::now() < guard, "{backend:?}: rounds did not drain after the soak");
+        assert!(
+            Instant::now() < guard,
+            "{backend:?}: rounds did not drain after the soak"
+        );
         for (i, c) in conns.iter_mut().enumerate() {
             if running && !c.in_flight && c.read == c.size {
                 c.round += 1;
@@ -110,12 +113,16 @@ fn soak(backend: BackendPreference, secs: u64) {
                 };
                 c.written = 0;
                 c.read = 0;
-                let strategy = [Strategy::Auto, Strategy::Chain, Strategy::Inline][(next() % 3) as usize];
+                let strategy =
+                    [Strategy::Auto, Strategy::Chain, Strategy::Inline][(next() % 3) as usize];
                 e.submit(
-                    Transfer::new(Endpoint::shared(c.src.clone()), Endpoint::shared(c.dst.clone()))
-                        .length(Length::Exact(c.size as u64))
-                        .strategy(strategy)
-                        .tag(i as u64),
+                    Transfer::new(
+                        Endpoint::shared(c.src.clone()),
+                        Endpoint::shared(c.dst.clone()),
+                    )
+                    .length(Length::Exact(c.size as u64))
+                    .strategy(strategy)
+                    .tag(i as u64),
                 )
                 .unwrap();
                 c.in_flight = true;
@@ -136,7 +143,12 @@ fn soak(backend: BackendPreference, secs: u64) {
                     Ok(0) => panic!("sink saw EOF"),
                     Ok(r) => {
                         for (j, &b) in buf[..r].iter().enumerate() {
-                            assert_eq!(b, byte(i, c.round, c.read + j), "conn {i} round {}", c.round);
+                            assert_eq!(
+                                b,
+                                byte(i, c.round, c.read + j),
+                                "conn {i} round {}",
+                                c.round
+                            );
                         }
                         c.read += r;
                         assert!(c.read <= c.size, "more bytes than the round sent");
@@ -161,7 +173,11 @@ fn soak(backend: BackendPreference, secs: u64) {
             match baseline {
                 None => baseline = Some(sample),
                 Some(_) => {
-                    peak = (peak.0.max(sample.0), peak.1.max(sample.1), peak.2.max(sample.2));
+                    peak = (
+                        peak.0.max(sample.0),
+                        peak.1.max(sample.1),
+                        peak.2.max(sample.2),
+                    );
                 }
             }
         }
@@ -183,10 +199,21 @@ fn soak(backend: BackendPreference, secs: u64) {
     );
     // Bounded: pipes come and go within the pipe budget (256 MiB of 256 KiB pipes, two fds
     // each); io-wq threads within their bound (4 + 4).
-    assert!(peak.0 <= bf + 2 * 1024 + 16, "fd count grew: {bf} -> {}", peak.0);
+    assert!(
+        peak.0 <= bf + 2 * 1024 + 16,
+        "fd count grew: {bf} -> {}",
+        peak.0
+    );
     assert!(peak.1 <= bt + 8, "thread count grew: {bt} -> {}", peak.1);
-    assert!(peak.2 <= br + 64 * 1024, "RSS grew by over 64 MiB: {br} -> {} KiB", peak.2);
-    assert!(transfers > n as u64, "the soak moved too little to mean anything");
+    assert!(
+        peak.2 <= br + 64 * 1024,
+        "RSS grew by over 64 MiB: {br} -> {} KiB",
+        peak.2
+    );
+    assert!(
+        transfers > n as u64,
+        "the soak moved too little to mean anything"
+    );
 }
 
 #[test]

@@ -137,7 +137,12 @@ fn engine_fd_wakes_an_outside_loop_at_a_timeout() {
             };
             // SAFETY: one valid pollfd.
             let n = unsafe { libc::poll(&mut p, 1, 10_000) };
-            assert_eq!(n, 1, "{:?}: the engine fd did not wake for the timeout", e.backend());
+            assert_eq!(
+                n,
+                1,
+                "{:?}: the engine fd did not wake for the timeout",
+                e.backend()
+            );
             e.poll(&mut done).unwrap();
         }
         assert!(matches!(done[0].result, Err(Error::TimedOut)));
