@@ -156,7 +156,15 @@ impl Engine {
     /// [`Error::Io`] if `io_uring_enter` or `epoll_wait` fails for a reason other than a
     /// full queue or an interruption.
     pub fn flush(&mut self) -> Result<()> {
-        self.turn(None)
+        self.turn(None)?;
+        if !self.fl.done.is_empty() {
+            // Completions wait for the caller's next `poll`: its loop must wake for them.
+            match &mut self.driver {
+                Driver::Uring(u) => u.wake(),
+                Driver::Fallback(e) => e.wake(),
+            }
+        }
+        Ok(())
     }
 
     /// Makes all progress possible without blocking and appends finished transfers to

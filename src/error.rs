@@ -19,6 +19,10 @@ pub enum Op {
     SpliceOut,
     /// `splice(2)` / `IORING_OP_SPLICE` straight from source to destination (one side a pipe).
     Splice,
+    /// `sendfile(2)` from a regular file (fallback backend).
+    Sendfile,
+    /// `copy_file_range(2)` between regular files (fallback backend).
+    CopyFileRange,
     /// `read(2)`/`pread(2)` of the read/write copy used where splice is refused.
     Read,
     /// `write(2)`/`pwrite(2)` of the read/write copy used where splice is refused.
@@ -49,6 +53,8 @@ impl fmt::Display for Op {
             Op::SpliceIn => "splice (source to pipe)",
             Op::SpliceOut => "splice (pipe to destination)",
             Op::Splice => "splice",
+            Op::Sendfile => "sendfile",
+            Op::CopyFileRange => "copy_file_range",
             Op::Read => "read",
             Op::Write => "write",
             Op::Poll => "poll",

@@ -230,6 +230,11 @@ impl InFlight {
         }
         let mut m = Machine::new(route, length, src_off, dst_off, chunk, fds);
         m.set_always_ready(src_kind == FdKind::File, dst_kind == FdKind::File);
+        m.set_direct_op(match slot.via {
+            Via::Splice => Op::Splice,
+            Via::Sendfile => Op::Sendfile,
+            Via::CopyFileRange => Op::CopyFileRange,
+        });
         if let Some(e) = err {
             m.fail_destination(e);
         }

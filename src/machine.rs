@@ -70,6 +70,8 @@ pub(crate) struct Machine {
     last_wait: Want,
     src_always_ready: bool,
     dst_always_ready: bool,
+    /// The syscall behind a direct transfer, for error reports.
+    direct_op: Op,
     error: Option<(Side, Error)>,
     cancelled: bool,
     timed_out: bool,
@@ -104,6 +106,7 @@ impl Machine {
             last_wait: Want::Nothing,
             src_always_ready: false,
             dst_always_ready: false,
+            direct_op: Op::Splice,
             error: None,
             cancelled: false,
             timed_out: false,
@@ -215,6 +218,11 @@ impl Machine {
             && self.route != Route::Copy
     }
 
+    /// Names the syscall behind [`Action::Direct`] (splice unless told otherwise).
+    pub(crate) fn set_direct_op(&mut self, op: Op) {
+        self.direct_op = op;
+    }
+
     /// Tells the machine which sides can never make a direct transfer wait: a regular file
     /// is always ready, so `EAGAIN` on a direct transfer from a file means the destination
     /// is full, and one into a file means the source is empty.
@@ -318,7 +326,10 @@ impl Machine {
             }
             // A direct splice does not say which side failed; the destination is the safer
             // guess since nothing is staged either way.
-            Err(e) => self.set_error(Side::Destination, Error::errno(Op::Splice, self.dst_fd, e)),
+            Err(e) => self.set_error(
+                Side::Destination,
+                Error::errno(self.direct_op, self.dst_fd, e),
+            ),
         }
     }
 

@@ -130,12 +130,17 @@ impl Epoll {
         }
         self.arm_timer(fl)?;
         if !fl.ready.is_empty() || !fl.starting.is_empty() {
-            if !self.wake_signaled {
-                sys::eventfd_signal(self.wake.as_raw_fd());
-                self.wake_signaled = true;
-            }
+            self.wake();
         }
         Ok(())
+    }
+
+    /// Makes the epoll fd readable until the next turn.
+    pub(crate) fn wake(&mut self) {
+        if !self.wake_signaled {
+            sys::eventfd_signal(self.wake.as_raw_fd());
+            self.wake_signaled = true;
+        }
     }
 
     fn arm_timer(&mut self, fl: &mut InFlight) -> Result<()> {

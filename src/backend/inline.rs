@@ -202,6 +202,12 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                         Via::CopyFileRange => sys::copy_file_range(src, so, dst, doff, len),
                     })
                 });
+                // copy_file_range answers EBADF for an O_APPEND destination (the fds were
+                // checked open at start): a refusal of the pair, like splice's EINVAL.
+                let r = match r {
+                    Err(libc::EBADF) if via == Via::CopyFileRange => Err(libc::EINVAL),
+                    r => r,
+                };
                 if let Ok(n) = r {
                     moved += n as u64;
                 }

@@ -203,11 +203,16 @@ impl Uring {
         if std::mem::take(&mut self.eventfd_dirty) {
             sys::eventfd_clear(fd);
         }
-        let more = !fl.ready.is_empty() || !fl.starting.is_empty() || !fl.done.is_empty();
+        let more = !fl.ready.is_empty() || !fl.starting.is_empty();
         if more || !self.ring.completion().is_empty() {
-            sys::eventfd_signal(fd);
-            self.eventfd_dirty = true;
+            self.wake();
         }
+    }
+
+    /// Makes the eventfd readable until the next turn that reaps.
+    pub(crate) fn wake(&mut self) {
+        sys::eventfd_signal(self.eventfd.as_raw_fd());
+        self.eventfd_dirty = true;
     }
 
     /// Keeps an `IORING_OP_TIMEOUT` armed for the earliest transfer timeout, so its CQE
