@@ -104,14 +104,29 @@ pub(crate) fn bytes_readable(fd: RawFd) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-fn off_ptr(off: &mut Option<u64>, tmp: &mut libc::loff_t) -> *mut libc::loff_t {
-    match off {
-        Some(o) => {
-            *tmp = *o as libc::loff_t;
-            tmp
-        }
-        None => std::ptr::null_mut(),
-    }
+/// Calls `f` with pointers to copies of two optional offsets (null for `None`), the form
+/// `splice` and `copy_file_range` take them in. The copies are discarded: the state machine
+/// advances its own offsets by the result.
+fn with_offsets<R>(
+    a: Option<u64>,
+    b: Option<u64>,
+    f: impl FnOnce(*mut libc::loff_t, *mut libc::loff_t) -> R,
+) -> R {
+    let (mut ta, mut tb) = (
+        a.unwrap_or(0) as libc::loff_t,
+        b.unwrap_or(0) as libc::loff_t,
+    );
+    let pa = if a.is_some() {
+        &mut ta as *mut _
+    } else {
+        std::ptr::null_mut()
+    };
+    let pb = if b.is_some() {
+        &mut tb as *mut _
+    } else {
+        std::ptr::null_mut()
+    };
+    f(pa, pb)
 }
 
 /// `splice(2)` with `SPLICE_F_NONBLOCK | SPLICE_F_MOVE`. An offset given is used and not
@@ -123,12 +138,10 @@ pub(crate) fn splice(
     off_out: Option<u64>,
     len: usize,
 ) -> io::Result<usize> {
-    let (mut oi, mut oo) = (off_in, off_out);
-    let (mut ti, mut to) = (0, 0);
-    let pi = off_ptr(&mut oi, &mut ti);
-    let po = off_ptr(&mut oo, &mut to);
-    // SAFETY: the offset pointers are null or point at locals that outlive the call.
-    syscall!(splice(fd_in, pi, fd_out, po, len, SPLICE_FLAGS)).map(|n| n as usize)
+    with_offsets(off_in, off_out, |pi, po| {
+        // SAFETY: the offset pointers are null or point at locals that outlive the call.
+        syscall!(splice(fd_in, pi, fd_out, po, len, SPLICE_FLAGS)).map(|n| n as usize)
+    })
 }
 
 /// `sendfile(2)` from a regular file; an offset given is used, not advanced.
@@ -156,12 +169,10 @@ pub(crate) fn copy_file_range(
     off_out: Option<u64>,
     len: usize,
 ) -> io::Result<usize> {
-    let (mut oi, mut oo) = (off_in, off_out);
-    let (mut ti, mut to) = (0, 0);
-    let pi = off_ptr(&mut oi, &mut ti);
-    let po = off_ptr(&mut oo, &mut to);
-    // SAFETY: the offset pointers are null or point at locals that outlive the call.
-    syscall!(copy_file_range(fd_in, pi, fd_out, po, len, 0)).map(|n| n as usize)
+    with_offsets(off_in, off_out, |pi, po| {
+        // SAFETY: the offset pointers are null or point at locals that outlive the call.
+        syscall!(copy_file_range(fd_in, pi, fd_out, po, len, 0)).map(|n| n as usize)
+    })
 }
 
 /// `read(2)` or, with an offset, `pread(2)`.

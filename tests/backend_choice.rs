@@ -4,8 +4,9 @@
 //! pick the fallback, say why, and move data correctly. Also the probe override and the
 //! `RINGSPLICE_BACKEND` variable.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,18 +16,11 @@ use ringsplice::{BackendPreference, Engine, Error, Length, Transfer};
 /// The env var that turns the ignored `child_*` tests on, naming what they should expect.
 const CHILD_ENV: &str = "RINGSPLICE_TEST_CHILD_EXPECT";
 
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
 /// Moves 3 MiB socket→socket and 1 MiB file→socket and checks every byte.
 fn move_data(engine: &mut Engine) {
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i ^ (i >> 9)) as u8).collect();
-    let (mut w, src) = pair();
-    let (dst, mut r) = pair();
+    let (mut w, src) = common::tcp_pair();
+    let (dst, mut r) = common::tcp_pair();
     let d = data.clone();
     let writer = std::thread::spawn(move || w.write_all(&d).unwrap());
     let reader = std::thread::spawn(move || {
@@ -39,7 +33,7 @@ fn move_data(engine: &mut Engine) {
     let path = std::env::temp_dir().join(format!("ringsplice-choice-{}", std::process::id()));
     std::fs::write(&path, &data[..1 << 20]).unwrap();
     let file = std::fs::File::open(&path).unwrap();
-    let (fdst, mut fr) = pair();
+    let (fdst, mut fr) = common::tcp_pair();
     let freader = std::thread::spawn(move || {
         let mut v = Vec::new();
         fr.read_to_end(&mut v).unwrap();

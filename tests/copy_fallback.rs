@@ -4,10 +4,11 @@
 //! `splice(2)` directly), on both backends and strategies. Datagram sockets, which older
 //! kernels refused, splice on 6.18; they must arrive intact either way.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
 
 use ringsplice::{BackendPreference, Engine, Length, Strategy, Transfer};
 
@@ -22,16 +23,6 @@ fn engines() -> Vec<(Engine, Strategy)> {
         }
     }
     v
-}
-
-fn wait_one(e: &mut Engine) -> ringsplice::Completion {
-    let mut done = Vec::new();
-    let guard = Instant::now() + Duration::from_secs(20);
-    while done.is_empty() {
-        assert!(Instant::now() < guard, "hang guard");
-        e.wait(&mut done, Some(Duration::from_secs(1))).unwrap();
-    }
-    done.pop().unwrap()
 }
 
 #[test]
@@ -50,7 +41,7 @@ fn datagram_source_is_copied() {
                 .strategy(s),
         )
         .unwrap();
-        let c = wait_one(&mut e);
+        let c = common::wait_one(&mut e, "transfer");
         assert!(c.is_ok(), "{:?} {s:?}: {:?}", e.backend(), c.result);
         assert_eq!(c.delivered, 1000);
         drop(c);
@@ -70,7 +61,7 @@ fn seq_file_source_is_copied() {
         let dst = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (mut r, _) = l.accept().unwrap();
         e.submit(Transfer::new(src, dst).strategy(s)).unwrap();
-        let c = wait_one(&mut e);
+        let c = common::wait_one(&mut e, "transfer");
         assert!(c.is_ok(), "{:?} {s:?}: {:?}", e.backend(), c.result);
         assert_eq!(c.delivered, want.len() as u64);
         assert_eq!(e.stats().copy_fallbacks, 1, "{:?} {s:?}", e.backend());
@@ -101,7 +92,7 @@ fn append_only_destination_is_copied() {
         w.write_all(&data).unwrap();
         drop(w);
         e.submit(Transfer::new(src, dst).strategy(s)).unwrap();
-        let c = wait_one(&mut e);
+        let c = common::wait_one(&mut e, "transfer");
         assert!(c.is_ok(), "{:?} {s:?}: {:?}", e.backend(), c.result);
         assert_eq!(c.delivered, data.len() as u64);
         assert_eq!(e.stats().copy_fallbacks, 1, "{:?} {s:?}", e.backend());

@@ -2,30 +2,16 @@
 //! progress to make, and not readable when it has none (a loop must not spin), on both
 //! backends.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
 
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
-fn readable(e: &Engine, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: e.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    assert!(n >= 0, "poll failed");
-    n == 1
+fn readable(e: &Engine, timeout_ms: u64) -> bool {
+    common::poll_readable(e.as_raw_fd(), Duration::from_millis(timeout_ms))
 }
 
 #[test]
@@ -39,8 +25,8 @@ fn engine_fd_is_readable_only_when_there_is_progress() {
                     continue;
                 }
             };
-            let (mut w, src) = pair();
-            let (dst, mut r) = pair();
+            let (mut w, src) = common::tcp_pair();
+            let (dst, mut r) = common::tcp_pair();
             e.submit(Transfer::new(src, dst).strategy(s)).unwrap();
             let mut done = Vec::new();
             // `submit` makes no syscall, so it cannot wake the fd: flush it.
@@ -59,7 +45,10 @@ fn engine_fd_is_readable_only_when_there_is_progress() {
             let guard = Instant::now() + Duration::from_secs(20);
             while n < 2 {
                 assert!(Instant::now() < guard, "{b:?} {s:?}: hang guard");
-                assert!(readable(&e, 10_000), "{b:?} {s:?}: fd did not wake for data");
+                assert!(
+                    readable(&e, 10_000),
+                    "{b:?} {s:?}: fd did not wake for data"
+                );
                 e.poll(&mut done).unwrap();
                 if let Ok(k) = r.read(&mut got[n..]) {
                     n += k;
@@ -67,13 +56,19 @@ fn engine_fd_is_readable_only_when_there_is_progress() {
             }
             r.set_nonblocking(false).unwrap();
             e.poll(&mut done).unwrap();
-            assert!(!readable(&e, 0), "{b:?} {s:?}: readable after progress was taken");
+            assert!(
+                !readable(&e, 0),
+                "{b:?} {s:?}: readable after progress was taken"
+            );
             w.write_all(b"ng").unwrap();
             drop(w);
             let guard = Instant::now() + Duration::from_secs(20);
             while done.is_empty() {
                 assert!(Instant::now() < guard, "{b:?} {s:?}: hang guard");
-                assert!(readable(&e, 10_000), "{b:?} {s:?}: fd did not wake for data");
+                assert!(
+                    readable(&e, 10_000),
+                    "{b:?} {s:?}: fd did not wake for data"
+                );
                 e.poll(&mut done).unwrap();
             }
             assert!(done[0].is_ok());

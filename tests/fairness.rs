@@ -3,18 +3,12 @@
 //! share (`Builder::fairness_bytes`), so a small transfer submitted beside a 512 MiB one
 //! completes first, on both backends.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
-
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
 
 #[test]
 fn a_huge_ready_transfer_does_not_starve_a_small_one() {
@@ -44,8 +38,8 @@ fn a_huge_ready_transfer_does_not_starve_a_small_one() {
         // starvation could happen.
         e.submit(Transfer::new(file, bdst).strategy(Strategy::Inline).tag(1))
             .unwrap();
-        let (mut w, src) = pair();
-        let (dst, mut r) = pair();
+        let (mut w, src) = common::tcp_pair();
+        let (dst, mut r) = common::tcp_pair();
         w.write_all(&[3u8; 10_000]).unwrap();
         drop(w);
         e.submit(Transfer::new(src, dst).tag(2)).unwrap();

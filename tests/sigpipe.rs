@@ -3,31 +3,14 @@
 //! closed and a socket whose peer closed end with `EPIPE`/`ECONNRESET` errors on every
 //! backend and strategy, and the process lives on.
 
+mod common;
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
 
 const CHILD_ENV: &str = "RINGSPLICE_TEST_SIGPIPE_CHILD";
-
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
-fn wait_one(e: &mut Engine) -> ringsplice::Completion {
-    let mut done = Vec::new();
-    let guard = Instant::now() + Duration::from_secs(20);
-    while done.is_empty() {
-        assert!(Instant::now() < guard, "hang guard");
-        e.wait(&mut done, Some(Duration::from_secs(1))).unwrap();
-    }
-    done.pop().unwrap()
-}
 
 #[test]
 #[ignore = "run in a child process by writing_to_a_vanished_peer_does_not_kill"]
@@ -46,26 +29,26 @@ fn child_sigpipe() {
                 }
             };
             // Socket source into a pipe whose read end is closed (direct splice).
-            let (mut w, src) = pair();
+            let (mut w, src) = common::tcp_pair();
             let (r, pw) = std::io::pipe().unwrap();
             drop(r);
             w.write_all(&payload[..100_000]).unwrap();
             e.submit(Transfer::new(src, pw).strategy(s)).unwrap();
-            let c = wait_one(&mut e);
+            let c = common::wait_one(&mut e, "transfer");
             let errno = c.result.as_ref().err().and_then(|x| x.raw_os_error());
             assert_eq!(errno, Some(libc::EPIPE), "{b:?} {s:?}: {:?}", c.result);
             assert_eq!(c.delivered, 0);
 
             // Socket to a socket whose peer closed: the first write may be accepted by the
             // kernel (then RST), later ones fail with EPIPE or ECONNRESET.
-            let (mut w, src) = pair();
-            let (dst, peer) = pair();
+            let (mut w, src) = common::tcp_pair();
+            let (dst, peer) = common::tcp_pair();
             drop(peer);
             let writer = std::thread::spawn(move || {
                 let _ = w.write_all(&vec![9u8; 4 << 20]);
             });
             e.submit(Transfer::new(src, dst).strategy(s)).unwrap();
-            let c = wait_one(&mut e);
+            let c = common::wait_one(&mut e, "transfer");
             let errno = c.result.as_ref().err().and_then(|x| x.raw_os_error());
             assert!(
                 matches!(errno, Some(libc::EPIPE | libc::ECONNRESET)),

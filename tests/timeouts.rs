@@ -2,19 +2,13 @@
 //! `Error::TimedOut` and report the exact bytes delivered, on both backends; the engine's
 //! fd wakes a caller's own loop when a timeout passes.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ringsplice::{BackendPreference, Engine, Error, Transfer};
-
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
 
 fn engines() -> Vec<Engine> {
     let mut v = Vec::new();
@@ -30,8 +24,8 @@ fn engines() -> Vec<Engine> {
 #[test]
 fn idle_timeout_fires_on_a_silent_source() {
     for mut e in engines() {
-        let (_w, src) = pair();
-        let (dst, mut r) = pair();
+        let (_w, src) = common::tcp_pair();
+        let (dst, mut r) = common::tcp_pair();
         let id = e
             .submit(Transfer::new(src, dst).idle_timeout(Duration::from_millis(100)))
             .unwrap();
@@ -55,8 +49,8 @@ fn idle_timeout_fires_on_a_silent_source() {
 #[test]
 fn idle_timeout_is_pushed_back_by_progress() {
     for mut e in engines() {
-        let (mut w, src) = pair();
-        let (dst, mut r) = pair();
+        let (mut w, src) = common::tcp_pair();
+        let (dst, mut r) = common::tcp_pair();
         let reader = std::thread::spawn(move || {
             let mut v = Vec::new();
             r.read_to_end(&mut v).unwrap();
@@ -94,8 +88,8 @@ fn idle_timeout_is_pushed_back_by_progress() {
 #[test]
 fn deadline_reports_exact_bytes_delivered() {
     for mut e in engines() {
-        let (mut w, src) = pair();
-        let (dst, mut r) = pair();
+        let (mut w, src) = common::tcp_pair();
+        let (dst, mut r) = common::tcp_pair();
         w.write_all(&[1u8; 5000]).unwrap();
         e.submit(Transfer::new(src, dst).timeout(Duration::from_millis(200)))
             .unwrap();
@@ -119,8 +113,8 @@ fn deadline_reports_exact_bytes_delivered() {
 #[test]
 fn engine_fd_wakes_an_outside_loop_at_a_timeout() {
     for mut e in engines() {
-        let (_w, src) = pair();
-        let (dst, _r) = pair();
+        let (_w, src) = common::tcp_pair();
+        let (dst, _r) = common::tcp_pair();
         e.submit(Transfer::new(src, dst).timeout(Duration::from_millis(50)))
             .unwrap();
         let mut done = Vec::new();
