@@ -231,7 +231,12 @@ impl Engine {
 
 impl AsRawFd for Engine {
     /// The eventfd registered with the ring (io_uring) or the epoll fd (fallback): readable
-    /// when `poll` has progress to make.
+    /// when `poll` has progress to make, and quiet when it has none.
+    ///
+    /// Register it level- or edge-triggered (mio registers edge-triggered): every `poll`
+    /// that leaves work behind signals it afresh. With the io_uring backend the kernel may
+    /// run io_uring task work in the caller's thread, which makes a blocking
+    /// `epoll_wait`/`poll` in that thread return `EINTR` with no signal delivered: retry it.
     fn as_raw_fd(&self) -> RawFd {
         match &self.driver {
             Driver::Uring(u) => u.event_fd(),

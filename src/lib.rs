@@ -78,3 +78,8 @@ pub use error::{Error, Op, Rejected, Result};
 pub use probe::{BACKEND_ENV, Backend};
 pub use stats::Stats;
 pub use transfer::{Length, Strategy, Transfer, TransferId};
+
+// The README's example is compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,9 +13,15 @@ use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
 #[test]
 fn a_huge_ready_transfer_does_not_starve_a_small_one() {
     const BIG: u64 = 512 << 20;
-    let path = std::env::temp_dir().join(format!("ringsplice-fair-{}", std::process::id()));
     // A sparse file: reading it costs no disk, so the big transfer is always ready.
-    std::fs::File::create(&path).unwrap().set_len(BIG).unwrap();
+    let tmp = common::TempFile::with_contents("fair", b"");
+    let path = tmp.path.clone();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(BIG)
+        .unwrap();
     for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
         let mut e = match Engine::builder()
             .backend(b)
@@ -59,5 +65,4 @@ fn a_huge_ready_transfer_does_not_starve_a_small_one() {
         r.read_to_end(&mut v).unwrap();
         assert_eq!(v.len(), 10_000);
     }
-    std::fs::remove_file(&path).unwrap();
 }

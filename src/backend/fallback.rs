@@ -48,6 +48,8 @@ pub(crate) struct Epoll {
     timer_armed: Option<Instant>,
     /// Whether the wake-up eventfd may be readable (only this engine signals it).
     wake_signaled: bool,
+    /// The last `epoll_wait` filled its buffer, so more events may be waiting.
+    events_left: bool,
 }
 
 impl Epoll {
@@ -79,6 +81,7 @@ impl Epoll {
             timer: None,
             timer_armed: None,
             wake_signaled: false,
+            events_left: false,
         })
     }
 
@@ -129,7 +132,9 @@ impl Epoll {
             self.wait_events(fl, sys::timeout_ms(left))?;
         }
         self.arm_timer(fl)?;
-        if !fl.ready.is_empty() || !fl.starting.is_empty() {
+        if !fl.ready.is_empty() || !fl.starting.is_empty() || self.events_left {
+            // Also when the last epoll_wait filled its buffer: events may be left in the
+            // set, and a caller's edge-triggered registration sees no new edge for them.
             self.wake();
         }
         Ok(())
@@ -186,7 +191,10 @@ impl Epoll {
                 timeout_ms
             ));
             match r {
-                Ok(n) => break n as usize,
+                Ok(n) => {
+                    self.events_left = n as usize == self.events.len();
+                    break n as usize;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
                     if timeout_ms != 0 {
                         return Ok(0);

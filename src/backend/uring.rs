@@ -546,6 +546,10 @@ impl Uring {
         }
         slot.in_kernel = entries.len() as u32;
         fl.stats.chain_rounds += 1;
+        fl.stats.polls += kinds
+            .iter()
+            .filter(|(k, _)| matches!(k, RoundKind::PollIn | RoundKind::PollOut))
+            .count() as u64;
         self.push(fl, &entries);
     }
 
