@@ -30,6 +30,9 @@ pub struct Stats {
     /// Capacity of the pipes alive now (leased or pooled), in bytes: what the pipe budget
     /// bounds.
     pub pipe_bytes: u64,
+    /// Times the completion queue had overflowed (the kernel kept CQEs aside, FEAT_NODROP)
+    /// and the engine flushed them back: a sign `ring_entries` is small for the load.
+    pub cq_overflows: u64,
     /// Transfers that fell back to a read/write copy because splice refused the pair.
     pub copy_fallbacks: u64,
 }

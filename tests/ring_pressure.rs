@@ -75,5 +75,12 @@ fn tiny_ring_many_transfers_lose_nothing() {
             assert!(v.iter().all(|&b| b == i as u8));
         }
         eprintln!("{entries} entries {strategy:?}: {stats:?}");
+        if entries == 2 {
+            // 300 completions into a 4-entry CQ: the overflow path really ran.
+            assert!(
+                stats.cq_overflows > 0,
+                "{strategy:?}: the CQ never overflowed"
+            );
+        }
     }
 }

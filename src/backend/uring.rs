@@ -341,6 +341,7 @@ impl Uring {
                     // CQEs the kernel kept aside when the CQ was full (FEAT_NODROP): an
                     // enter with GETEVENTS flushes them into the ring.
                     fl.stats.enters += 1;
+                    fl.stats.cq_overflows += 1;
                     let _ = self.ring.submit();
                     continue;
                 }
