@@ -203,9 +203,10 @@ impl Engine {
         n
     }
 
-    /// Cancels a transfer. Its completion (with [`Error::Cancelled`], the bytes delivered
-    /// and the bytes taken but undelivered) arrives from a later `poll`/`wait`, once the
-    /// kernel has given back every operation of it. Returns `false` if the id is not in
+    /// Cancels a transfer. Its completion (with [`Error::Cancelled`] — or the error that had
+    /// already stopped the transfer, if one had — the bytes delivered and the bytes taken
+    /// but undelivered) arrives from a later `poll`/`wait`, once the kernel has given back
+    /// every operation of it; a transfer cancelled here never completes `Ok`. Returns `false` if the id is not in
     /// flight (already completed, or never issued by this engine).
     pub fn cancel(&mut self, id: TransferId) -> bool {
         let Some(k) = self.fl.key_of(id) else {

@@ -75,6 +75,9 @@ pub(crate) struct Slot {
     /// A readiness wait just reported ready: the next round need not poll first.
     pub(crate) fresh: bool,
     pub(crate) cancel_sent: bool,
+    /// The backend asked the kernel to give back this slot's idle pipe (it cancelled the
+    /// readiness wait the pipe was held for).
+    pub(crate) reclaim_sent: bool,
     /// Whether a pipe is being waited for (the slot is in the pipe-waiters queue).
     pub(crate) waiting_pipe: bool,
     deadline: Option<Instant>,
@@ -165,6 +168,7 @@ impl InFlight {
             round: Vec::new(),
             fresh: false,
             cancel_sent: false,
+            reclaim_sent: false,
             waiting_pipe: false,
             deadline: t.timeout.map(|d| now + d),
             idle: t.idle_timeout,
@@ -298,19 +302,38 @@ impl InFlight {
         }
         if let Some(p) = slot.pipe.take() {
             debug_assert_eq!(sys::bytes_readable(p.read_fd()).unwrap_or(0), 0);
-            self.pool.give(p, false);
-            self.wake_pipe_waiter();
+            self.return_pipe(p, false);
         }
     }
 
-    fn wake_pipe_waiter(&mut self) {
-        while let Some(w) = self.pipe_waiters.pop_front() {
-            if let Some(s) = self.get(w) {
-                s.waiting_pipe = false;
-                self.ready.push_back(w);
-                return;
+    /// Takes a pipe back from a transfer. A transfer waiting for a pipe gets it directly
+    /// (an empty one is handed over, so the transfer that just gave it up cannot take it
+    /// back first and starve the waiter); otherwise it goes to the pool, or is closed if
+    /// it still holds bytes, which frees budget for a waiter.
+    fn return_pipe(&mut self, p: Pipe, holds_bytes: bool) {
+        let waiter = loop {
+            match self.pipe_waiters.pop_front() {
+                None => break None,
+                Some(w) if self.get(w).is_some() => break Some(w),
+                Some(_) => {} // finished meanwhile
             }
+        };
+        let Some(w) = waiter else {
+            self.pool.give(p, holds_bytes);
+            return;
+        };
+        let slot = self.get(w).expect("invariant: checked above");
+        slot.waiting_pipe = false;
+        if holds_bytes || slot.pipe.is_some() {
+            self.pool.give(p, holds_bytes);
+        } else {
+            if let Some(m) = slot.machine.as_mut() {
+                m.cap_chunk(p.capacity());
+            }
+            slot.pipe = Some(p);
+            self.pool.counters.reused += 1;
         }
+        self.ready.push_back(w);
     }
 
     /// Removes a finished transfer (no operation of it in the kernel) and queues its
@@ -325,8 +348,7 @@ impl InFlight {
             None => (0, 0, Err(Error::Cancelled)),
         };
         if let Some(p) = slot.pipe {
-            self.pool.give(p, staged > 0);
-            self.wake_pipe_waiter();
+            self.return_pipe(p, staged > 0);
         }
         self.stats.bytes += delivered;
         self.done.push_back(Completion {

@@ -30,6 +30,9 @@ pub(crate) trait Readiness {
     fn advance_other(&mut self, fl: &mut InFlight, k: Key);
     /// Whether the slot's next steps are carried out inline.
     fn runs_inline(&self, slot: &crate::inflight::Slot) -> bool;
+    /// A transfer has queued for the pipe budget: free a pipe that is only held idle, if
+    /// the backend has any.
+    fn pipe_wanted(&mut self, _fl: &mut InFlight) {}
 }
 
 /// Runs every transfer on the ready queue once (transfers that yield go to the back, for
@@ -51,7 +54,7 @@ pub(crate) fn run_ready<R: Readiness>(r: &mut R, fl: &mut InFlight, sigpipe_guar
         match park {
             Park::Readable => r.arm(fl, k, Dir::Read),
             Park::Writable => r.arm(fl, k, Dir::Write),
-            Park::NeedPipe => {}
+            Park::NeedPipe => r.pipe_wanted(fl),
             Park::Yield => fl.ready.push_back(k),
             Park::Finish => r.finish(fl, k),
         }

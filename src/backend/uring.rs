@@ -445,6 +445,8 @@ impl Uring {
                     if !fl.lease_pipe(k, queue) {
                         if wait {
                             self.arm_poll(fl, k, RoundKind::PollIn);
+                        } else {
+                            self.pipe_wanted(fl);
                         }
                         return;
                     }
@@ -664,6 +666,7 @@ fn apply_round(fl: &mut InFlight, k: Key) {
         }
     }
     slot.fresh = fresh;
+    slot.reclaim_sent = false;
     let mut round = round;
     round.clear();
     slot.round = round;
@@ -688,6 +691,33 @@ impl Readiness for Uring {
 
     fn advance_other(&mut self, fl: &mut InFlight, k: Key) {
         self.advance(fl, k);
+    }
+
+    /// Frees a pipe held idle: a chain round `POLL_ADD → SPLICE → SPLICE` leases its pipe
+    /// before the source is ready, so idle sources could hold the whole budget while
+    /// ready transfers wait. Cancelling one such poll ends its round (every op
+    /// `-ECANCELED`, nothing moved); the empty pipe is handed to the waiter, and the idle
+    /// transfer waits for readiness without a pipe.
+    fn pipe_wanted(&mut self, fl: &mut InFlight) {
+        let victim = fl.slots.iter().find_map(|(i, s)| {
+            let idle_hold = s.mode == Mode::Chain
+                && s.pipe.is_some()
+                && !s.reclaim_sent
+                && !s.cancel_sent
+                && s.machine.as_ref().is_some_and(|m| m.staged() == 0)
+                && s.round.first().is_some_and(|op| {
+                    op.kind == RoundKind::PollIn && op.res.is_none() && s.round.len() > 1
+                });
+            idle_hold.then_some((i, s.generation))
+        });
+        let Some(k) = victim else { return };
+        if let Some(slot) = fl.get(k) {
+            slot.reclaim_sent = true;
+        }
+        let e = opcode::AsyncCancel::new(user_data(k, 0))
+            .build()
+            .user_data(INTERNAL);
+        self.push(fl, &[e]);
     }
 
     fn runs_inline(&self, slot: &crate::inflight::Slot) -> bool {
