@@ -151,14 +151,11 @@ pub(crate) fn sendfile(
     off: Option<u64>,
     len: usize,
 ) -> io::Result<usize> {
-    let mut o = off.map_or(0, |v| v as libc::off_t);
-    let p = if off.is_some() {
-        &mut o as *mut libc::off_t
-    } else {
-        std::ptr::null_mut()
-    };
-    // SAFETY: `p` is null or points at a local that outlives the call.
-    syscall!(sendfile(out_fd, in_fd, p, len)).map(|n| n as usize)
+    with_offsets(off, None, |p, _| {
+        // SAFETY: `p` is null or points at a local that outlives the call; `loff_t` and
+        // `off_t` are both 64-bit on the 64-bit targets this crate builds for.
+        syscall!(sendfile(out_fd, in_fd, p.cast(), len)).map(|n| n as usize)
+    })
 }
 
 /// `copy_file_range(2)`; offsets given are used, not advanced.
