@@ -152,9 +152,9 @@ pub(crate) fn sendfile(
     len: usize,
 ) -> io::Result<usize> {
     with_offsets(off, None, |p, _| {
-        // SAFETY: `p` is null or points at a local that outlives the call; `loff_t` and
-        // `off_t` are both 64-bit on the 64-bit targets this crate builds for.
-        syscall!(sendfile(out_fd, in_fd, p.cast(), len)).map(|n| n as usize)
+        // SAFETY: `p` is null or points at a local `loff_t` (`off64_t`) that outlives the
+        // call.
+        syscall!(sendfile64(out_fd, in_fd, p, len)).map(|n| n as usize)
     })
 }
 
