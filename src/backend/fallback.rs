@@ -7,6 +7,11 @@
 //! re-armed with what is still wanted; a transfer's fds are deregistered when it finishes,
 //! while the engine still holds them open.
 //!
+//! Regular files are not pollable: a file source is read inline, and a cold page cache
+//! blocks the engine's thread for the disk read (one chunk per step, a bounded share per
+//! pass). The io_uring backend's chain strategy is the one that takes such reads off the
+//! caller's thread.
+//!
 //! # Safety
 //! `epoll_wait` writes into a buffer whose length is passed with it; nothing else here is
 //! unsafe beyond plain syscalls on fds the engine keeps open.
