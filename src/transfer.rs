@@ -20,8 +20,8 @@ pub enum Length {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Chosen per transfer: [`Chain`](Strategy::Chain) for regular-file sources (their reads
-    /// may block, and the io-wq worker takes that off the caller's thread), [`Inline`]
-    /// (Strategy::Inline) for pollable sources (sockets, pipes).
+    /// may block, and the io-wq worker takes that off the caller's thread),
+    /// [`Inline`](Strategy::Inline) for pollable sources (sockets, pipes).
     #[default]
     Auto,
     /// Linked `IORING_OP_SPLICE` operations run by the kernel: `SPLICE(src → pipe)` then
