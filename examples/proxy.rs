@@ -35,6 +35,10 @@ use std::time::Duration;
 
 use ringsplice::{Completion, Endpoint, Engine, Transfer, TransferId};
 
+#[path = "support/listen.rs"]
+mod listen;
+use listen::listen_wide;
+
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -255,7 +259,7 @@ fn main() -> BoxResult<()> {
         engine.backend(),
         engine.backend_reason()
     );
-    let listener = TcpListener::bind(args.listen)?;
+    let listener = listen_wide(args.listen)?;
     listener.set_nonblocking(true)?;
     println!(
         "proxy: {} -> {} (Ctrl-C to stop)",

@@ -1,0 +1,447 @@
+//! The relay workload of the performance issue: clients → `examples/proxy` (a separate
+//! process, on one engine) → sink, all on 127.0.0.1, beside the same load sent directly
+//! client → sink in the same round.
+//!
+//! ```text
+//! cargo build --release --example proxy        # the relay under test (built on demand too)
+//! cargo run --release --example relay_bench    # 64 × 32 MiB and 1000 × 1 MiB, 3 rounds
+//! cargo run --release --example relay_bench -- --conns 64 --mib 32 --rounds 5 --strace
+//! ```
+//!
+//! For each workload it prints one row per relay: throughput, **tax** (throughput over the
+//! direct run of the same round), the relay process's own CPU seconds per GB (user + system
+//! of every thread of the proxy process, io-wq workers included, from `/proc/PID/stat`), its
+//! context switches per GiB (summed over `/proc/PID/task/*/status` at the end of the load),
+//! and, with `--strace`, syscalls and splices per GiB (`strace -f -c`; counts, not times,
+//! are what it is read for: strace slows the relay down).
+//!
+//! The load generator is one client thread and one sink thread driven by mio, so it costs
+//! the same for every row; the relay's figures are its own process's, not the generator's.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+#[path = "support/listen.rs"]
+mod listen;
+use listen::listen_wide;
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+struct Args {
+    workloads: Vec<(usize, u64)>,
+    rounds: usize,
+    strace: bool,
+}
+
+fn parse_args() -> BoxResult<Args> {
+    let (mut conns, mut mib, mut rounds, mut strace) = (None, None, 3, false);
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || -> BoxResult<u64> {
+            let v = it.next().ok_or(format!("{flag} needs a value"))?;
+            let n: u64 = v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))?;
+            if n == 0 {
+                return Err(format!("{flag} must be positive").into());
+            }
+            Ok(n)
+        };
+        match flag.as_str() {
+            "--conns" => conns = Some(value()? as usize),
+            "--mib" => mib = Some(value()?),
+            "--rounds" => rounds = value()? as usize,
+            "--strace" => strace = true,
+            "-h" | "--help" => {
+                println!("usage: relay_bench [--conns N --mib M] [--rounds R (3)] [--strace]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    let workloads = match (conns, mib) {
+        (None, None) => vec![(64, 32), (1000, 1)],
+        (c, m) => vec![(c.unwrap_or(64), m.unwrap_or(32))],
+    };
+    Ok(Args {
+        workloads,
+        rounds,
+        strace,
+    })
+}
+
+/// The sink: accepts `n` connections and reads each to end of file. Returns when all have
+/// ended, with the bytes read.
+fn sink(listener: TcpListener, n: usize) -> io::Result<u64> {
+    listener.set_nonblocking(true)?;
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    const LISTEN: Token = Token(usize::MAX);
+    poll.registry()
+        .register(&mut listener, LISTEN, Interest::READABLE)?;
+    let mut conns: HashMap<usize, TcpStream> = HashMap::new();
+    let (mut accepted, mut ended, mut total) = (0, 0, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    while ended < n {
+        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
+        if events.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "sink: no progress for 30 s",
+            ));
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTEN {
+                loop {
+                    match listener.accept() {
+                        Ok((mut s, _)) => {
+                            poll.registry().register(
+                                &mut s,
+                                Token(accepted),
+                                Interest::READABLE,
+                            )?;
+                            conns.insert(accepted, s);
+                            accepted += 1;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            let id = ev.token().0;
+            let Some(s) = conns.get_mut(&id) else {
+                continue;
+            };
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => {
+                        conns.remove(&id); // closing passes the end back through the relay
+                        ended += 1;
+                        break;
+                    }
+                    Ok(k) => total += k as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The clients: `n` connections to `to`, each writes `bytes` then half-closes. Returns when
+/// every byte is written.
+fn clients(to: SocketAddr, n: usize, bytes: u64) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = TcpStream::connect(to)?;
+        poll.registry()
+            .register(&mut s, Token(i), Interest::WRITABLE)?;
+        conns.push(Some((s, 0u64)));
+    }
+    let buf = vec![0x5Au8; 256 << 10];
+    let mut left = n;
+    while left > 0 {
+        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
+        if events.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "clients: stuck for 30 s",
+            ));
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some((s, sent)) = conns[i].as_mut() else {
+                continue;
+            };
+            loop {
+                let k = (bytes - *sent).min(buf.len() as u64) as usize;
+                if k == 0 {
+                    s.shutdown(Shutdown::Write)?;
+                    // Kept open (not dropped) until the end: the relay closes it.
+                    left -= 1;
+                    poll.registry().deregister(s)?;
+                    break;
+                }
+                match s.write(&buf[..k]) {
+                    Ok(w) => *sent += w as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => break, // still connecting
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    drop(conns);
+    Ok(())
+}
+
+/// Clock ticks of CPU (user + system) the whole process has used.
+fn process_cpu_secs(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').ok_or(io::ErrorKind::InvalidData)? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Context switches (voluntary + involuntary) summed over the process's live threads.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for t in dir.flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        for line in s.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
+/// The proxy example's binary, beside this one; built if missing.
+fn proxy_binary() -> BoxResult<std::path::PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.with_file_name("proxy");
+    if !p.exists() {
+        eprintln!("building the proxy example (cargo build --release --example proxy)");
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--example", "proxy"])
+            .status()?
+            .success();
+        if !ok || !p.exists() {
+            return Err("could not build examples/proxy".into());
+        }
+    }
+    Ok(p)
+}
+
+struct Relay {
+    child: Child,
+    /// The proxy's own pid (under `--strace`, the child is strace and the proxy its child).
+    pid: u32,
+    addr: SocketAddr,
+    out: BufReader<std::process::ChildStdout>,
+    strace_file: Option<std::path::PathBuf>,
+}
+
+fn start_relay(backend: &str, upstream: SocketAddr, strace: bool, tag: &str) -> BoxResult<Relay> {
+    let bin = proxy_binary()?;
+    let strace_file =
+        strace.then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.strace")));
+    let mut cmd = match &strace_file {
+        Some(f) => {
+            let mut c = Command::new("strace");
+            c.arg("-f").arg("-c").arg("-o").arg(f).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let mut child = cmd
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.to_string(),
+        ])
+        .args(["--max-conns", "20000"])
+        .env("RINGSPLICE_BACKEND", backend)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            return Err("the proxy exited before listening".into());
+        }
+        // "proxy: 127.0.0.1:PORT -> UPSTREAM (Ctrl-C to stop)"
+        if let Some(rest) = line.strip_prefix("proxy: ") {
+            let a = rest.split_whitespace().next().ok_or("bad proxy line")?;
+            break a.parse()?;
+        }
+    };
+    let pid = if strace_file.is_some() {
+        // The proxy is listening, so strace has forked it already.
+        let f = format!("/proc/{0}/task/{0}/children", child.id());
+        std::fs::read_to_string(f)?
+            .split_whitespace()
+            .next()
+            .ok_or("strace has no child")?
+            .parse()?
+    } else {
+        child.id()
+    };
+    Ok(Relay {
+        child,
+        pid,
+        addr,
+        out,
+        strace_file,
+    })
+}
+
+/// SIGTERM, then the proxy's last lines (its Stats), and the strace summary if any.
+fn stop_relay(mut r: Relay) -> BoxResult<(String, Option<(u64, u64)>)> {
+    // SAFETY: kill with a pid we spawned and a valid signal.
+    unsafe { libc::kill(r.pid as libc::pid_t, libc::SIGTERM) };
+    let mut rest = String::new();
+    r.out.read_to_string(&mut rest)?;
+    r.child.wait()?;
+    let stats = rest
+        .lines()
+        .find(|l| l.starts_with("stats:"))
+        .unwrap_or("")
+        .to_string();
+    let calls = match &r.strace_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)?;
+            let _ = std::fs::remove_file(f);
+            // Last column is the syscall name, fourth the call count; the "total" line last.
+            let mut total = 0;
+            let mut splices = 0;
+            for l in text.lines() {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                if cols.len() < 5 {
+                    continue;
+                }
+                let name = cols[cols.len() - 1];
+                let count = cols[3].parse::<u64>().unwrap_or(0);
+                if name == "total" {
+                    total = count;
+                } else if name == "splice" {
+                    splices = count;
+                }
+            }
+            Some((total, splices))
+        }
+        None => None,
+    };
+    Ok((stats, calls))
+}
+
+/// One run of the load through `to` (the sink, or a relay in front of it).
+fn load(sink_listener: TcpListener, to: SocketAddr, n: usize, bytes: u64) -> BoxResult<f64> {
+    let t0 = Instant::now();
+    let s = std::thread::spawn(move || sink(sink_listener, n));
+    clients(to, n, bytes)?;
+    let got = s.join().map_err(|_| "sink thread panicked")??;
+    let secs = t0.elapsed().as_secs_f64();
+    if got != n as u64 * bytes {
+        return Err(format!("sink got {got} bytes of {}", n as u64 * bytes).into());
+    }
+    Ok(secs)
+}
+
+#[derive(Clone, Default)]
+struct Row {
+    gbps: Vec<f64>,
+    tax: Vec<f64>,
+    cpu_per_gb: Vec<f64>,
+    csw_per_gib: Vec<f64>,
+    calls_per_gib: Vec<f64>,
+    splices_per_gib: Vec<f64>,
+    stats: String,
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> BoxResult<()> {
+    let args = parse_args()?;
+    if args.strace && Command::new("strace").arg("-V").output().is_err() {
+        return Err("--strace needs strace (apt-get install strace)".into());
+    }
+    let relays = [("io-uring", "io_uring"), ("fallback", "fallback")];
+    for &(n, mib) in &args.workloads {
+        let bytes = mib << 20;
+        let total = n as u64 * bytes;
+        let gib = total as f64 / (1u64 << 30) as f64;
+        let mut direct = Vec::new();
+        let mut rows: Vec<Row> = vec![Row::default(); relays.len()];
+        for round in 0..args.rounds {
+            let l = listen_wide("127.0.0.1:0".parse()?)?;
+            let a = l.local_addr()?;
+            let d = total as f64 / 1e9 / load(l, a, n, bytes)?;
+            direct.push(d);
+            for (i, (backend, name)) in relays.iter().enumerate() {
+                let l = listen_wide("127.0.0.1:0".parse()?)?;
+                let upstream = l.local_addr()?;
+                let relay =
+                    start_relay(backend, upstream, args.strace, &format!("{name}-{round}"))?;
+                let pid = relay.pid;
+                let cpu0 = process_cpu_secs(pid)?;
+                let secs = load(l, relay.addr, n, bytes)?;
+                let cpu = process_cpu_secs(pid)? - cpu0;
+                let csw = context_switches(pid);
+                let (stats, calls) = stop_relay(relay)?;
+                let gbps = total as f64 / 1e9 / secs;
+                let r = &mut rows[i];
+                r.gbps.push(gbps);
+                r.tax.push(gbps / d);
+                r.cpu_per_gb.push(cpu / (total as f64 / 1e9));
+                r.csw_per_gib.push(csw as f64 / gib);
+                if let Some((c, s)) = calls {
+                    r.calls_per_gib.push(c as f64 / gib);
+                    r.splices_per_gib.push(s as f64 / gib);
+                }
+                r.stats = stats;
+                let _ = name;
+            }
+        }
+        println!(
+            "\n{n} connections x {mib} MiB through examples/proxy, medians of {} rounds \
+             (direct client->sink: {:.2} GB/s)",
+            args.rounds,
+            median(&direct)
+        );
+        println!(
+            "{:<10} {:>6} {:>6} {:>9} {:>11} {:>11} {:>11}",
+            "relay", "GB/s", "tax", "CPU-s/GB", "ctxsw/GiB", "calls/GiB", "splice/GiB"
+        );
+        for (r, (_, name)) in rows.iter().zip(relays) {
+            println!(
+                "{:<10} {:>6.2} {:>6.2} {:>9.3} {:>11.0} {:>11.0} {:>11.0}",
+                name,
+                median(&r.gbps),
+                median(&r.tax),
+                median(&r.cpu_per_gb),
+                median(&r.csw_per_gib),
+                median(&r.calls_per_gib),
+                median(&r.splices_per_gib),
+            );
+        }
+        let ratio = median(&rows[0].cpu_per_gb) / median(&rows[1].cpu_per_gb);
+        println!("io_uring CPU per GB / fallback CPU per GB (same rounds): {ratio:.2}");
+        for (r, (_, name)) in rows.iter().zip(relays) {
+            println!("{name} (last round) {}", r.stats);
+        }
+    }
+    Ok(())
+}
