@@ -23,34 +23,17 @@ use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringsplice::{Engine, Transfer};
+
+#[path = "support/signals.rs"]
+mod signals;
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 /// How long a served socket waits for the client to close before it is closed anyway.
 const LINGER: Duration = Duration::from_secs(10);
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Sets `STOP` on SIGINT and SIGTERM.
-fn handle_signals() -> io::Result<()> {
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let prev = unsafe { libc::signal(sig, handler as libc::sighandler_t) };
-        if prev == libc::SIG_ERR {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 struct Args {
     listen: SocketAddr,
@@ -120,7 +103,7 @@ impl Lingering {
 fn main() -> BoxResult<()> {
     let args = parse_args()?;
     let len = std::fs::metadata(&args.file)?.len();
-    handle_signals()?;
+    signals::handle_signals()?;
     let mut engine = Engine::new()?;
     println!(
         "backend: {} ({})",
@@ -140,7 +123,7 @@ fn main() -> BoxResult<()> {
     let mut done = Vec::new();
     let mut buf = vec![0u8; 16 << 10];
     let mut fds: Vec<libc::pollfd> = Vec::new();
-    while !STOP.load(Ordering::SeqCst) {
+    while !signals::stopping() {
         fds.clear();
         for fd in [listener.as_raw_fd(), engine.as_raw_fd()] {
             fds.push(libc::pollfd {

@@ -30,7 +30,6 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ringsplice::{Completion, Endpoint, Engine, Transfer, TransferId};
@@ -39,26 +38,10 @@ use ringsplice::{Completion, Endpoint, Engine, Transfer, TransferId};
 mod listen;
 use listen::listen_wide;
 
+#[path = "support/signals.rs"]
+mod signals;
+
 type BoxResult<T> = Result<T, Box<dyn Error>>;
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Sets `STOP` on SIGINT and SIGTERM.
-fn handle_signals() -> io::Result<()> {
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let prev = unsafe { libc::signal(sig, handler as libc::sighandler_t) };
-        if prev == libc::SIG_ERR {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// `shutdown(2)` on a shared socket. Errors (`ENOTCONN` after a reset) change nothing for
 /// the proxy, so they are ignored.
@@ -250,7 +233,7 @@ impl Proxy {
 
 fn main() -> BoxResult<()> {
     let args = parse_args()?;
-    handle_signals()?;
+    signals::handle_signals()?;
     let engine = Engine::builder()
         .max_transfers(args.max_conns * 2)
         .build()?;
@@ -274,7 +257,7 @@ fn main() -> BoxResult<()> {
         counts: Counts::default(),
     };
     let mut done = Vec::new();
-    while !STOP.load(Ordering::SeqCst) {
+    while !signals::stopping() {
         let mut fds = [
             libc::pollfd {
                 fd: listener.as_raw_fd(),
