@@ -585,27 +585,7 @@ fn destination_peer_resets(cfg: Config, src_kind: Kind) {
         drop(s);
         Ok::<_, io::Error>(got)
     });
-    let (src_raw, dst_raw) = (src.as_raw_fd(), dst.as_raw_fd());
-    let id = e.submit(cfg.transfer(src, dst).tag(10)).expect("submit");
-    let c = common::wait_one(&mut e, &what);
-    assert_eq!((c.id, c.tag), (id, 10), "{what}: id and tag");
-    let errno = errno_of(&c);
-    assert!(
-        errno == Some(common::sys::EPIPE) || errno == Some(common::sys::ECONNRESET),
-        "{what}: result {:?}, want an EPIPE or ECONNRESET error",
-        c.result
-    );
-    let (delivered, undelivered) = (c.delivered, c.undelivered);
-    let (src_back, dst_back) = endpoints_back(c, src_raw, dst_raw, &what);
-    drop(dst_back);
-    let got = common::join(reader, &format!("{what}: reader")).expect("reader");
-    assert!(
-        got.len() as u64 <= delivered,
-        "{what}: the reader got {} bytes but only {delivered} were delivered",
-        got.len()
-    );
-    common::assert_same_bytes(&got, &held.payload[..got.len()], &what);
-    held.account(src_back, delivered, undelivered, None, &what);
+    expect_dead_destination(&mut e, cfg, src, dst, 10, reader, held, &what);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -627,10 +607,27 @@ fn destination_closed_early(cfg: Config, src_kind: Kind, dst_kind: Kind) {
         drop(rpeer);
         Ok::<_, io::Error>(got)
     });
+    expect_dead_destination(&mut e, cfg, src, dst, 11, reader, held, &what);
+}
+
+/// Runs a transfer into a destination whose reader goes away after reading a little
+/// (`reader` returns what it read): the completion must be `EPIPE`/`ECONNRESET`, the
+/// reader got a prefix no longer than `delivered`, and every byte is accounted for.
+#[allow(clippy::too_many_arguments)] // the callers differ in every one of them
+fn expect_dead_destination(
+    e: &mut Engine,
+    cfg: Config,
+    src: OwnedFd,
+    dst: OwnedFd,
+    tag: u64,
+    reader: std::thread::JoinHandle<io::Result<Vec<u8>>>,
+    held: HeldSource,
+    what: &str,
+) {
     let (src_raw, dst_raw) = (src.as_raw_fd(), dst.as_raw_fd());
-    let id = e.submit(cfg.transfer(src, dst).tag(11)).expect("submit");
-    let c = common::wait_one(&mut e, &what);
-    assert_eq!((c.id, c.tag), (id, 11), "{what}: id and tag");
+    let id = e.submit(cfg.transfer(src, dst).tag(tag)).expect("submit");
+    let c = common::wait_one(e, what);
+    assert_eq!((c.id, c.tag), (id, tag), "{what}: id and tag");
     let errno = errno_of(&c);
     assert!(
         errno == Some(common::sys::EPIPE) || errno == Some(common::sys::ECONNRESET),
@@ -638,7 +635,7 @@ fn destination_closed_early(cfg: Config, src_kind: Kind, dst_kind: Kind) {
         c.result
     );
     let (delivered, undelivered) = (c.delivered, c.undelivered);
-    let (src_back, dst_back) = endpoints_back(c, src_raw, dst_raw, &what);
+    let (src_back, dst_back) = endpoints_back(c, src_raw, dst_raw, what);
     drop(dst_back);
     let got = common::join(reader, &format!("{what}: reader")).expect("reader");
     assert!(
@@ -646,8 +643,8 @@ fn destination_closed_early(cfg: Config, src_kind: Kind, dst_kind: Kind) {
         "{what}: the reader got {} bytes but only {delivered} were delivered",
         got.len()
     );
-    common::assert_same_bytes(&got, &held.payload[..got.len()], &what);
-    held.account(src_back, delivered, undelivered, None, &what);
+    common::assert_same_bytes(&got, &held.payload[..got.len()], what);
+    held.account(src_back, delivered, undelivered, None, what);
 }
 
 /// Runs in a child process with SIGPIPE's default disposition: a SIGPIPE the engine lets
