@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
+use ringsplice::{Engine, Strategy, Transfer};
 
 fn readable(e: &Engine, timeout_ms: u64) -> bool {
     common::poll_readable(e.as_raw_fd(), Duration::from_millis(timeout_ms))
@@ -16,15 +16,12 @@ fn readable(e: &Engine, timeout_ms: u64) -> bool {
 
 #[test]
 fn engine_fd_is_readable_only_when_there_is_progress() {
-    for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
-        for s in [Strategy::Chain, Strategy::Inline] {
-            let mut e = match Engine::builder().backend(b).honor_env(false).build() {
-                Ok(e) => e,
-                Err(err) => {
-                    eprintln!("skipped {b:?}: {err}");
-                    continue;
-                }
-            };
+    let _g = common::serial();
+    common::run_configs(
+        &common::configs(&[Strategy::Chain, Strategy::Inline]),
+        |cfg| {
+            let (b, s) = (cfg.backend, cfg.strategy);
+            let mut e = cfg.engine();
             let (mut w, src) = common::tcp_pair();
             let (dst, mut r) = common::tcp_pair();
             e.submit(Transfer::new(src, dst).strategy(s)).unwrap();
@@ -77,6 +74,6 @@ fn engine_fd_is_readable_only_when_there_is_progress() {
             let mut v = got.to_vec();
             r.read_to_end(&mut v).unwrap();
             assert_eq!(v, b"ping");
-        }
-    }
+        },
+    );
 }

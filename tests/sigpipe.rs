@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
+use ringsplice::{Strategy, Transfer};
 
 const CHILD_ENV: &str = "RINGSPLICE_TEST_SIGPIPE_CHILD";
 
@@ -19,15 +19,12 @@ fn child_sigpipe() {
     // SAFETY: restoring the default disposition; no handler is installed.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let payload = vec![5u8; 4 << 20];
-    for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
-        for s in [Strategy::Chain, Strategy::Inline] {
-            let mut e = match Engine::builder().backend(b).honor_env(false).build() {
-                Ok(e) => e,
-                Err(err) => {
-                    eprintln!("skipped {b:?}: {err}");
-                    continue;
-                }
-            };
+    let _g = common::serial();
+    common::run_configs(
+        &common::configs(&[Strategy::Chain, Strategy::Inline]),
+        |cfg| {
+            let (b, s) = (cfg.backend, cfg.strategy);
+            let mut e = cfg.engine();
             // Socket source into a pipe whose read end is closed (direct splice).
             let (mut w, src) = common::tcp_pair();
             let (r, pw) = std::io::pipe().unwrap();
@@ -58,8 +55,8 @@ fn child_sigpipe() {
             drop(c);
             writer.join().unwrap();
             eprintln!("{b:?} {s:?}: alive after EPIPE");
-        }
-    }
+        },
+    );
 }
 
 #[test]

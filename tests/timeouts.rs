@@ -8,22 +8,13 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Error, Transfer};
-
-fn engines() -> Vec<Engine> {
-    let mut v = Vec::new();
-    for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
-        match Engine::builder().backend(b).honor_env(false).build() {
-            Ok(e) => v.push(e),
-            Err(e) => eprintln!("skipped {b:?}: {e}"),
-        }
-    }
-    v
-}
+use ringsplice::{Error, Strategy, Transfer};
 
 #[test]
 fn idle_timeout_fires_on_a_silent_source() {
-    for mut e in engines() {
+    let _g = common::serial();
+    common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
+        let mut e = cfg.engine();
         let (_w, src) = common::tcp_pair();
         let (dst, mut r) = common::tcp_pair();
         let id = e
@@ -43,12 +34,14 @@ fn idle_timeout_fires_on_a_silent_source() {
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
-    }
+    });
 }
 
 #[test]
 fn idle_timeout_is_pushed_back_by_progress() {
-    for mut e in engines() {
+    let _g = common::serial();
+    common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
+        let mut e = cfg.engine();
         let (mut w, src) = common::tcp_pair();
         let (dst, mut r) = common::tcp_pair();
         let reader = std::thread::spawn(move || {
@@ -82,12 +75,14 @@ fn idle_timeout_is_pushed_back_by_progress() {
         assert_eq!(c.delivered, written);
         drop(c);
         assert_eq!(reader.join().unwrap() as u64, written);
-    }
+    });
 }
 
 #[test]
 fn deadline_reports_exact_bytes_delivered() {
-    for mut e in engines() {
+    let _g = common::serial();
+    common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
+        let mut e = cfg.engine();
         let (mut w, src) = common::tcp_pair();
         let (dst, mut r) = common::tcp_pair();
         w.write_all(&[1u8; 5000]).unwrap();
@@ -107,12 +102,14 @@ fn deadline_reports_exact_bytes_delivered() {
         let mut v = Vec::new();
         r.read_to_end(&mut v).unwrap();
         assert_eq!(v.len(), 5000);
-    }
+    });
 }
 
 #[test]
 fn engine_fd_wakes_an_outside_loop_at_a_timeout() {
-    for mut e in engines() {
+    let _g = common::serial();
+    common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
+        let mut e = cfg.engine();
         let (_w, src) = common::tcp_pair();
         let (dst, _r) = common::tcp_pair();
         e.submit(Transfer::new(src, dst).timeout(Duration::from_millis(50)))
@@ -140,5 +137,5 @@ fn engine_fd_wakes_an_outside_loop_at_a_timeout() {
             e.poll(&mut done).unwrap();
         }
         assert!(matches!(done[0].result, Err(Error::TimedOut)));
-    }
+    });
 }

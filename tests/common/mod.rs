@@ -546,9 +546,14 @@ pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config)) {
 
 /// Every backend × every strategy.
 pub fn all_configs() -> Vec<Config> {
+    configs(&STRATEGIES)
+}
+
+/// Every backend × the given strategies.
+pub fn configs(strategies: &[Strategy]) -> Vec<Config> {
     let mut v = Vec::new();
     for backend in BACKENDS {
-        for strategy in STRATEGIES {
+        for &strategy in strategies {
             v.push(Config { backend, strategy });
         }
     }
