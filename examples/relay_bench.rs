@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! cargo build --release --example proxy        # the relay under test (built on demand too)
-//! cargo run --release --example relay_bench    # 64 × 32 MiB and 1000 × 1 MiB, 3 rounds
+//! cargo run --release --example relay_bench    # 64 × 32 MiB, 1000 × 1 MiB, 1000 × 4 KiB
 //! cargo run --release --example relay_bench -- --conns 64 --mib 32 --rounds 5 --strace
+//! cargo run --release --example relay_bench -- --conns 1000 --kib 4   # connection churn
 //! ```
 //!
 //! For each workload it prints one row per relay: throughput, **tax** (throughput over the
@@ -35,13 +36,19 @@ use listen::listen_wide;
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 struct Args {
+    /// `(connections, bytes each)`.
     workloads: Vec<(usize, u64)>,
     rounds: usize,
     strace: bool,
+    /// Record a `perf record -e cpu-clock -g` profile of each relay run (kept in /tmp).
+    perf: bool,
+    /// Which relays to run: `io-uring`, `fallback` or both.
+    relays: Vec<&'static str>,
 }
 
 fn parse_args() -> BoxResult<Args> {
-    let (mut conns, mut mib, mut rounds, mut strace) = (None, None, 3, false);
+    let (mut conns, mut bytes, mut rounds, mut strace, mut perf) = (None, None, 3, false, false);
+    let mut relays = vec!["io-uring", "fallback"];
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || -> BoxResult<u64> {
@@ -54,24 +61,42 @@ fn parse_args() -> BoxResult<Args> {
         };
         match flag.as_str() {
             "--conns" => conns = Some(value()? as usize),
-            "--mib" => mib = Some(value()?),
+            "--mib" => bytes = Some(value()? << 20),
+            "--kib" => bytes = Some(value()? << 10),
             "--rounds" => rounds = value()? as usize,
             "--strace" => strace = true,
+            "--perf" => perf = true,
+            "--relays" => {
+                let v = it.next().ok_or("--relays needs a value")?;
+                relays = v
+                    .split(',')
+                    .map(|r| match r {
+                        "io-uring" => Ok("io-uring"),
+                        "fallback" => Ok("fallback"),
+                        other => Err(format!("unknown relay {other:?} (io-uring, fallback)")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             "-h" | "--help" => {
-                println!("usage: relay_bench [--conns N --mib M] [--rounds R (3)] [--strace]");
+                println!(
+                    "usage: relay_bench [--conns N] [--mib M | --kib K] [--rounds R (3)] \
+                     [--relays io-uring,fallback] [--strace | --perf]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)").into()),
         }
     }
-    let workloads = match (conns, mib) {
-        (None, None) => vec![(64, 32), (1000, 1)],
-        (c, m) => vec![(c.unwrap_or(64), m.unwrap_or(32))],
+    let workloads = match (conns, bytes) {
+        (None, None) => vec![(64, 32 << 20), (1000, 1 << 20), (1000, 4 << 10)],
+        (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
     };
     Ok(Args {
         workloads,
         rounds,
         strace,
+        perf,
+        relays,
     })
 }
 
@@ -245,14 +270,26 @@ struct Relay {
     strace_file: Option<std::path::PathBuf>,
 }
 
-fn start_relay(backend: &str, upstream: SocketAddr, strace: bool, tag: &str) -> BoxResult<Relay> {
+fn start_relay(backend: &str, upstream: SocketAddr, args: &Args, tag: &str) -> BoxResult<Relay> {
     let bin = proxy_binary()?;
-    let strace_file =
-        strace.then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.strace")));
+    let strace_file = args
+        .strace
+        .then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.strace")));
+    let wrapped = strace_file.is_some() || args.perf;
     let mut cmd = match &strace_file {
         Some(f) => {
             let mut c = Command::new("strace");
             c.arg("-f").arg("-c").arg("-o").arg(f).arg(&bin);
+            c
+        }
+        None if args.perf => {
+            let data = std::env::temp_dir().join(format!("relay_bench-{tag}.perf.data"));
+            eprintln!("perf profile: {}", data.display());
+            let mut c = Command::new("perf");
+            c.args(["record", "-q", "-e", "cpu-clock", "-F", "2999", "-g", "-o"])
+                .arg(data)
+                .arg("--")
+                .arg(&bin);
             c
         }
         None => Command::new(&bin),
@@ -281,8 +318,8 @@ fn start_relay(backend: &str, upstream: SocketAddr, strace: bool, tag: &str) -> 
             break a.parse()?;
         }
     };
-    let pid = if strace_file.is_some() {
-        // The proxy is listening, so strace has forked it already.
+    let pid = if wrapped {
+        // The proxy is listening, so strace (or perf) has forked it already.
         let f = format!("/proc/{0}/task/{0}/children", child.id());
         std::fs::read_to_string(f)?
             .split_whitespace()
@@ -320,6 +357,7 @@ fn stop_relay(mut r: Relay) -> BoxResult<(String, Option<(u64, u64)>)> {
             // Last column is the syscall name, fourth the call count; the "total" line last.
             let mut total = 0;
             let mut splices = 0;
+            let mut by_call = Vec::new();
             for l in text.lines() {
                 let cols: Vec<&str> = l.split_whitespace().collect();
                 if cols.len() < 5 {
@@ -332,7 +370,17 @@ fn stop_relay(mut r: Relay) -> BoxResult<(String, Option<(u64, u64)>)> {
                 } else if name == "splice" {
                     splices = count;
                 }
+                if name != "total" && count > 0 {
+                    by_call.push((count, name.to_string()));
+                }
             }
+            by_call.sort_by(|a, b| b.cmp(a));
+            let top: Vec<String> = by_call
+                .iter()
+                .take(8)
+                .map(|(c, n)| format!("{n} {c}"))
+                .collect();
+            eprintln!("strace {}: {}", f.display(), top.join(", "));
             Some((total, splices))
         }
         None => None,
@@ -358,6 +406,7 @@ struct Row {
     gbps: Vec<f64>,
     tax: Vec<f64>,
     cpu_per_gb: Vec<f64>,
+    cpu_secs: Vec<f64>,
     csw_per_gib: Vec<f64>,
     calls_per_gib: Vec<f64>,
     splices_per_gib: Vec<f64>,
@@ -378,9 +427,20 @@ fn main() -> BoxResult<()> {
     if args.strace && Command::new("strace").arg("-V").output().is_err() {
         return Err("--strace needs strace (apt-get install strace)".into());
     }
-    let relays = [("io-uring", "io_uring"), ("fallback", "fallback")];
-    for &(n, mib) in &args.workloads {
-        let bytes = mib << 20;
+    if args.strace && args.perf {
+        return Err("--strace and --perf exclude each other".into());
+    }
+    let relays: Vec<(&str, &str)> = args
+        .relays
+        .iter()
+        .map(|&b| (b, if b == "io-uring" { "io_uring" } else { b }))
+        .collect();
+    for &(n, bytes) in &args.workloads {
+        let size = if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+            format!("{} MiB", bytes >> 20)
+        } else {
+            format!("{} KiB", bytes as f64 / 1024.0)
+        };
         let total = n as u64 * bytes;
         let gib = total as f64 / (1u64 << 30) as f64;
         let mut direct = Vec::new();
@@ -393,8 +453,7 @@ fn main() -> BoxResult<()> {
             for (i, (backend, name)) in relays.iter().enumerate() {
                 let l = listen_wide("127.0.0.1:0".parse()?)?;
                 let upstream = l.local_addr()?;
-                let relay =
-                    start_relay(backend, upstream, args.strace, &format!("{name}-{round}"))?;
+                let relay = start_relay(backend, upstream, &args, &format!("{name}-{round}"))?;
                 let pid = relay.pid;
                 let cpu0 = process_cpu_secs(pid)?;
                 let secs = load(l, relay.addr, n, bytes)?;
@@ -406,6 +465,7 @@ fn main() -> BoxResult<()> {
                 r.gbps.push(gbps);
                 r.tax.push(gbps / d);
                 r.cpu_per_gb.push(cpu / (total as f64 / 1e9));
+                r.cpu_secs.push(cpu);
                 r.csw_per_gib.push(csw as f64 / gib);
                 if let Some((c, s)) = calls {
                     r.calls_per_gib.push(c as f64 / gib);
@@ -416,30 +476,33 @@ fn main() -> BoxResult<()> {
             }
         }
         println!(
-            "\n{n} connections x {mib} MiB through examples/proxy, medians of {} rounds \
+            "\n{n} connections x {size} through examples/proxy, medians of {} rounds \
              (direct client->sink: {:.2} GB/s)",
             args.rounds,
             median(&direct)
         );
         println!(
-            "{:<10} {:>6} {:>6} {:>9} {:>11} {:>11} {:>11}",
-            "relay", "GB/s", "tax", "CPU-s/GB", "ctxsw/GiB", "calls/GiB", "splice/GiB"
+            "{:<10} {:>6} {:>6} {:>9} {:>7} {:>11} {:>11} {:>11}",
+            "relay", "GB/s", "tax", "CPU-s/GB", "CPU-s", "ctxsw/GiB", "calls/GiB", "splice/GiB"
         );
-        for (r, (_, name)) in rows.iter().zip(relays) {
+        for (r, (_, name)) in rows.iter().zip(&relays) {
             println!(
-                "{:<10} {:>6.2} {:>6.2} {:>9.3} {:>11.0} {:>11.0} {:>11.0}",
+                "{:<10} {:>6.2} {:>6.2} {:>9.3} {:>7.3} {:>11.0} {:>11.0} {:>11.0}",
                 name,
                 median(&r.gbps),
                 median(&r.tax),
                 median(&r.cpu_per_gb),
+                median(&r.cpu_secs),
                 median(&r.csw_per_gib),
                 median(&r.calls_per_gib),
                 median(&r.splices_per_gib),
             );
         }
-        let ratio = median(&rows[0].cpu_per_gb) / median(&rows[1].cpu_per_gb);
-        println!("io_uring CPU per GB / fallback CPU per GB (same rounds): {ratio:.2}");
-        for (r, (_, name)) in rows.iter().zip(relays) {
+        if rows.len() == 2 {
+            let ratio = median(&rows[0].cpu_per_gb) / median(&rows[1].cpu_per_gb);
+            println!("io_uring CPU per GB / fallback CPU per GB (same rounds): {ratio:.2}");
+        }
+        for (r, (_, name)) in rows.iter().zip(&relays) {
             println!("{name} (last round) {}", r.stats);
         }
     }
