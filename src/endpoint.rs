@@ -61,6 +61,16 @@ impl Endpoint {
         }
     }
 
+    /// For a shared endpoint, the identity of the `Arc` it holds: while any transfer holds
+    /// that `Arc`, the fd it names stays open and means the same file, so what the engine
+    /// learnt about it (kind, flags) can be reused without asking the kernel again.
+    pub(crate) fn shared_key(&self) -> Option<usize> {
+        match &self.hold {
+            Hold::Shared(a) => Some(Arc::as_ptr(a) as usize),
+            _ => None,
+        }
+    }
+
     /// The owned fd back, if this endpoint owned one.
     pub fn into_owned_fd(self) -> Option<OwnedFd> {
         match self.hold {

@@ -7,7 +7,7 @@
 //! reused slot; ids also carry a generation so a stale `cancel` cannot hit a new transfer.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ pub(crate) struct Slot {
     pub(crate) reclaim_sent: bool,
     /// Whether a pipe is being waited for (the slot is in the pipe-waiters queue).
     pub(crate) waiting_pipe: bool,
+    /// Whether this slot's shared endpoints are counted in [`InFlight::known`].
+    known: bool,
     deadline: Option<Instant>,
     idle: Option<Duration>,
     /// When bytes last reached the destination (or the transfer was submitted).
@@ -116,6 +118,10 @@ pub(crate) struct InFlight {
     pub(crate) cfg: Builder,
     /// Deadlines and idle checks, earliest first; entries of finished slots are skipped.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Shared fds that started transfers still hold, by `Arc` identity: what was learnt
+    /// about each, and how many slots hold it. The two directions of a proxied connection
+    /// share both sockets, so the second direction starts without a syscall.
+    known: HashMap<usize, (FdInfo, u32)>,
 }
 
 impl InFlight {
@@ -132,6 +138,7 @@ impl InFlight {
             stats: Stats::default(),
             cfg,
             timers: BinaryHeap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -170,6 +177,7 @@ impl InFlight {
             cancel_sent: false,
             reclaim_sent: false,
             waiting_pipe: false,
+            known: false,
             deadline: t.timeout.map(|d| now + d),
             idle: t.idle_timeout,
             last_progress: now,
@@ -213,11 +221,22 @@ impl InFlight {
             Length::UntilEof => None,
         };
         let fds = (slot.src_fd, slot.dst_fd);
-        let classified = classify(slot.src_fd, slot.dst_fd, src_off, dst_off);
+        let keys = [slot.src.shared_key(), slot.dst.shared_key()];
+        let cached = keys.map(|k| k.and_then(|k| self.known.get(&k)).map(|e| e.0));
+        let classified = classify((fds.0, cached[0]), (fds.1, cached[1]), src_off, dst_off);
         let (mut route, src_kind, dst_kind, err) = match classified {
-            Ok((route, s, d)) => (route, s, d, None),
+            Ok((route, s, d)) => {
+                for (key, info) in keys.into_iter().zip([s, d]) {
+                    if let Some(key) = key {
+                        self.known.entry(key).or_insert((info, 0)).1 += 1;
+                    }
+                }
+                (route, s.kind, d.kind, None)
+            }
             Err(e) => (Route::Pipe, FdKind::Other, FdKind::Other, Some(e)),
         };
+        let slot = self.get(k).expect("invariant: looked up above");
+        slot.known = err.is_none();
         // The fallback serves file sources as Go does: sendfile to sockets,
         // copy_file_range to files. The io_uring backend splices through its own 1 MiB
         // pipes instead: sendfile's internal pipe is the default 64 KiB.
@@ -342,6 +361,19 @@ impl InFlight {
         let Some(slot) = self.get(k) else { return };
         debug_assert_eq!(slot.in_kernel, 0);
         let slot = self.slots.remove(k.0);
+        if slot.known {
+            for key in [slot.src.shared_key(), slot.dst.shared_key()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(e) = self.known.get_mut(&key) {
+                    e.1 -= 1;
+                    if e.1 == 0 {
+                        self.known.remove(&key);
+                    }
+                }
+            }
+        }
         let mut m = slot.machine;
         let (delivered, staged, result) = match m.as_mut() {
             Some(m) => (m.delivered(), m.staged(), m.outcome()),
@@ -431,21 +463,52 @@ pub(crate) fn id_of(key: usize, generation: u32) -> TransferId {
 }
 
 /// Chooses the route for a pair of fds and makes pollable ones non-blocking.
+/// What the engine learnt about one fd when a transfer started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdInfo {
+    kind: FdKind,
+    /// (device, inode).
+    id: (u64, u64),
+    /// Status flags; for sockets just `O_RDWR` (their access mode), not read from the kernel.
+    flags: i32,
+}
+
+/// `fstat`, and `F_GETFL` unless the fd is a socket.
+fn probe_fd(fd: RawFd) -> Result<FdInfo> {
+    let (kind, id) = sys::fd_kind(fd).map_err(|e| Error::io(Op::Fstat, fd, e))?;
+    let flags = if kind == FdKind::Socket {
+        libc::O_RDWR
+    } else {
+        sys::status_flags(fd).map_err(|e| Error::io(Op::Fcntl, fd, e))?
+    };
+    Ok(FdInfo { kind, id, flags })
+}
+
+/// Checks a transfer's endpoints, makes sockets and pipes non-blocking, and chooses the
+/// route. `known` is what an earlier transfer learnt about a shared fd it still holds: such
+/// an fd is not asked about again (nor made non-blocking again).
 fn classify(
-    src: RawFd,
-    dst: RawFd,
+    (src, src_known): (RawFd, Option<FdInfo>),
+    (dst, dst_known): (RawFd, Option<FdInfo>),
     src_off: Option<u64>,
     dst_off: Option<u64>,
-) -> Result<(Route, FdKind, FdKind)> {
-    let (sk, sid) = sys::fd_kind(src).map_err(|e| Error::io(Op::Fstat, src, e))?;
-    let (dk, did) = sys::fd_kind(dst).map_err(|e| Error::io(Op::Fstat, dst, e))?;
+) -> Result<(Route, FdInfo, FdInfo)> {
+    let s = match src_known {
+        Some(i) => i,
+        None => probe_fd(src)?,
+    };
+    let d = match dst_known {
+        Some(i) => i,
+        None => probe_fd(dst)?,
+    };
+    let (sk, dk) = (s.kind, d.kind);
     if sk == FdKind::Directory || dk == FdKind::Directory {
         return Err(Error::InvalidInput(format!(
             "fd {} is a directory",
             if sk == FdKind::Directory { src } else { dst }
         )));
     }
-    if sk == FdKind::Pipe && dk == FdKind::Pipe && sid == did {
+    if sk == FdKind::Pipe && dk == FdKind::Pipe && s.id == d.id {
         return Err(Error::InvalidInput(
             "source and destination are the same pipe".into(),
         ));
@@ -455,27 +518,100 @@ fn classify(
             "offsets apply only to regular files".into(),
         ));
     }
-    let src_flags = sys::status_flags(src).map_err(|e| Error::io(Op::Fcntl, src, e))?;
-    if src_flags & libc::O_ACCMODE == libc::O_WRONLY {
+    if s.flags & libc::O_ACCMODE == libc::O_WRONLY {
         return Err(Error::InvalidInput(format!(
             "fd {src} is not open for reading"
         )));
     }
-    let dst_flags = sys::status_flags(dst).map_err(|e| Error::io(Op::Fcntl, dst, e))?;
-    if dst_flags & libc::O_ACCMODE == libc::O_RDONLY {
+    if d.flags & libc::O_ACCMODE == libc::O_RDONLY {
         return Err(Error::InvalidInput(format!(
             "fd {dst} is not open for writing"
         )));
     }
-    for (fd, kind, flags) in [(src, sk, src_flags), (dst, dk, dst_flags)] {
-        if matches!(kind, FdKind::Socket | FdKind::Pipe) {
-            sys::set_nonblocking(fd, flags).map_err(|e| Error::io(Op::Fcntl, fd, e))?;
+    let mut infos = [s, d];
+    for ((fd, known), info) in [(src, src_known), (dst, dst_known)]
+        .into_iter()
+        .zip(&mut infos)
+    {
+        if known.is_some() {
+            continue;
         }
+        match info.kind {
+            FdKind::Socket => sys::set_nonblocking_ioctl(fd),
+            FdKind::Pipe => sys::set_nonblocking(fd, info.flags),
+            _ => continue,
+        }
+        .map_err(|e| Error::io(Op::Fcntl, fd, e))?;
+        info.flags |= libc::O_NONBLOCK;
     }
     let route = if sk == FdKind::Pipe || dk == FdKind::Pipe {
         Route::Direct
     } else {
         Route::Pipe
     };
-    Ok((route, sk, dk))
+    Ok((route, infos[0], infos[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    fn pair() -> (Arc<OwnedFd>, Arc<OwnedFd>) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        (Arc::new(a.into()), Arc::new(b.into()))
+    }
+
+    fn shared(fd: &Arc<OwnedFd>) -> Endpoint {
+        Endpoint::shared(Arc::clone(fd))
+    }
+
+    /// The shared-fd cache counts every slot holding a shared fd and forgets the fd when the
+    /// last one finishes, so a later `Arc` at the same address is asked about afresh.
+    #[test]
+    fn known_shared_fds_are_counted_and_forgotten() {
+        let mut f = InFlight::new(Builder::default());
+        let (a, b) = pair();
+        let k1 = f.submit(Transfer::new(shared(&a), shared(&b))).unwrap();
+        let k2 = f.submit(Transfer::new(shared(&b), shared(&a))).unwrap();
+        // Source and destination the same shared fd: counted twice.
+        let k3 = f.submit(Transfer::new(shared(&a), shared(&a))).unwrap();
+        let keys: Vec<Key> = [k1, k2, k3]
+            .iter()
+            .map(|&id| f.key_of(id).unwrap())
+            .collect();
+        for &k in &keys {
+            f.start(k, false);
+        }
+        let refs =
+            |f: &InFlight, fd: &Arc<OwnedFd>| f.known.get(&(Arc::as_ptr(fd) as usize)).map(|e| e.1);
+        assert_eq!(refs(&f, &a), Some(4));
+        assert_eq!(refs(&f, &b), Some(2));
+        f.finish(keys[2]);
+        assert_eq!(refs(&f, &a), Some(2));
+        f.finish(keys[0]);
+        f.finish(keys[1]);
+        assert!(f.known.is_empty(), "{:?}", f.known);
+    }
+
+    /// A transfer whose endpoints fail classification is not counted.
+    #[test]
+    fn a_rejected_transfer_leaves_no_known_fd() {
+        let mut f = InFlight::new(Builder::default());
+        let (a, b) = pair();
+        let t = Transfer::new(shared(&a), shared(&b)).source_offset(0);
+        let id = f.submit(t).unwrap();
+        let k = f.key_of(id).unwrap();
+        f.start(k, false);
+        assert!(f.known.is_empty());
+        f.finish(k);
+        let c = f.done.pop_front().unwrap();
+        assert!(
+            matches!(c.result, Err(Error::InvalidInput(_))),
+            "{:?}",
+            c.result
+        );
+    }
 }

@@ -68,6 +68,15 @@ pub(crate) fn set_nonblocking(fd: RawFd, flags: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets `O_NONBLOCK` with one `ioctl(FIONBIO)`, without reading the flags first (for
+/// sockets, whose access mode is always read-write).
+pub(crate) fn set_nonblocking_ioctl(fd: RawFd) -> io::Result<()> {
+    let mut on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one int through the pointer, which is valid for the call.
+    syscall!(ioctl(fd, libc::FIONBIO, &mut on as *mut libc::c_int))?;
+    Ok(())
+}
+
 /// The file status flags (`F_GETFL`).
 pub(crate) fn status_flags(fd: RawFd) -> io::Result<i32> {
     // SAFETY: F_GETFL takes no pointer argument.
