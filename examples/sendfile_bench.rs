@@ -1,0 +1,1035 @@
+//! The file → socket comparison of issue 5: one file (1 GiB by default) sent whole, once per
+//! round, to each of N concurrent clients on 127.0.0.1 by five servers in turn.
+//!
+//! ```text
+//! cargo run --release --example sendfile_bench                          # N = 1 and 32, 1 GiB, 3 rounds
+//! cargo run --release --example sendfile_bench -- --clients 8 --mib 256 --rounds 5
+//! cargo run --release --example sendfile_bench -- --cold                # page cache dropped before each run
+//! cargo run --release --example sendfile_bench -- --servers uring,go    # a subset
+//! ```
+//!
+//! Servers (`--servers`, all by default):
+//! - `uring`: ringsplice on the io_uring backend (`BackendPreference::IoUring`,
+//!   `Strategy::Auto`, so chains of linked splices run by io-wq workers), one thread;
+//! - `fallback`: ringsplice on the fallback backend (epoll + inline `sendfile`), one thread;
+//! - `blocking`: a blocking `sendfile(2)` loop on a thread per client, asking for everything
+//!   that is left in each call, as a C server would;
+//! - `go`: Go's `poll.SendFile` on its netpoller, approximated by one epoll thread:
+//!   non-blocking sockets registered edge-triggered, `sendfile` in chunks of at most 4 MiB
+//!   (Go's `maxSendfileSize`) until `EAGAIN`, then wait for `EPOLLOUT`;
+//! - `copy`: `std::io::copy(&mut File, &mut TcpStream)` on a thread per client (std sends no
+//!   file to a socket with `sendfile`: an 8 KiB `read`/`write` loop).
+//!
+//! Every server runs in its own child process (this binary again, with the hidden
+//! `--serve KIND`), so its CPU is its own: `getrusage(RUSAGE_SELF)` in the server from just
+//! after it listens to its last byte, every thread included (io_uring's `iou-wrk-*` io-wq
+//! workers are threads of the process; threads that have exited count too). The parent
+//! also reads the child's `/proc/PID/stat` (utime + stime, clock ticks) around the load, as
+//! a cross-check printed in the progress lines. The clients are threads of the parent, one
+//! per connection, reading with a 256 KiB buffer and counting bytes: every client must get
+//! exactly the file's length. GB/s is N × file size over the wall time from the clients'
+//! start to the last client's end of file (1 GB = 10^9 bytes).
+//!
+//! `--cold` drops the file's pages (`posix_fadvise(POSIX_FADV_DONTNEED)`, after an
+//! `fdatasync` when the file is made) before each server's run, and the progress lines show
+//! how much of the file was resident (`mincore`) when the clients started. The columns that
+//! matter then are the stalls:
+//! - **stall**: the longest time the serving thread was busy in one go, i.e. could not serve
+//!   any other client: for the single-thread servers (`uring`, `fallback`, `go`) one loop
+//!   iteration, from `poll`/`epoll_wait` returning to the next wait (for ringsplice, the
+//!   `engine.poll()` call and the accepts); for `blocking`, the longest single `sendfile`
+//!   call, which by design blocks one client's thread only (and lasts the whole transfer on
+//!   a blocking socket); not measured for `copy`.
+//! - **gap**: the longest any client waited between two reads that returned data (from its
+//!   connect to the first byte, then between reads), the largest over clients: what a cold
+//!   read on a server's only thread does to the other clients.
+//!
+//! Bounded: a server must listen within 10 s and finish within 60 s plus 10 s per GiB it
+//! sends, a client read waits at most 30 s, and a server process gives up on its own after
+//! 20 minutes. The file (in `--dir`, default the temp dir) is removed at exit, also on
+//! SIGINT/SIGTERM.
+
+use std::error::Error;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringsplice::{BackendPreference, Engine, Length, Transfer};
+
+#[path = "support/listen.rs"]
+mod listen;
+use listen::listen_wide;
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+/// Largest `sendfile` count Go asks for (`maxSendfileSize` in internal/poll).
+const GO_MAX_SENDFILE: usize = 4 << 20;
+/// What each client reads at a time.
+const CLIENT_BUF: usize = 256 << 10;
+/// How long a client read may wait.
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server process may live, whatever happens.
+const SERVE_DEADLINE: Duration = Duration::from_secs(20 * 60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Uring,
+    Fallback,
+    Blocking,
+    Go,
+    Copy,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::Uring,
+    Kind::Fallback,
+    Kind::Blocking,
+    Kind::Go,
+    Kind::Copy,
+];
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Uring => "uring",
+            Kind::Fallback => "fallback",
+            Kind::Blocking => "blocking",
+            Kind::Go => "go",
+            Kind::Copy => "copy",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Uring => "ringsplice io_uring",
+            Kind::Fallback => "ringsplice fallback",
+            Kind::Blocking => "blocking sendfile loop",
+            Kind::Go => "Go-style sendfile",
+            Kind::Copy => "std::io::copy",
+        }
+    }
+
+    fn parse(s: &str) -> BoxResult<Kind> {
+        KINDS.into_iter().find(|k| k.key() == s).ok_or_else(|| {
+            format!("unknown server {s:?} (uring, fallback, blocking, go, copy)").into()
+        })
+    }
+}
+
+struct Args {
+    clients: Vec<usize>,
+    mib: u64,
+    rounds: usize,
+    cold: bool,
+    dir: PathBuf,
+    servers: Vec<Kind>,
+}
+
+fn usage() -> &'static str {
+    "usage: sendfile_bench [--clients 1,32] [--mib 1024] [--rounds 3] [--cold] [--dir DIR (temp dir)] \
+     [--servers uring,fallback,blocking,go,copy]"
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> BoxResult<Args> {
+    let mut a = Args {
+        clients: vec![1, 32],
+        mib: 1024,
+        rounds: 3,
+        cold: false,
+        dir: std::env::temp_dir(),
+        servers: KINDS.to_vec(),
+    };
+    let positive = |flag: &str, v: &str| -> BoxResult<u64> {
+        let n: u64 = v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{flag} must be positive").into());
+        }
+        Ok(n)
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--clients" => {
+                a.clients = value()?
+                    .split(',')
+                    .map(|v| positive("--clients", v).map(|n| n as usize))
+                    .collect::<BoxResult<_>>()?
+            }
+            "--mib" => a.mib = positive("--mib", &value()?)?,
+            "--rounds" => a.rounds = positive("--rounds", &value()?)? as usize,
+            "--cold" => a.cold = true,
+            "--dir" => a.dir = PathBuf::from(value()?),
+            "--servers" => {
+                a.servers = value()?
+                    .split(',')
+                    .map(Kind::parse)
+                    .collect::<BoxResult<_>>()?
+            }
+            "-h" | "--help" => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} ({})", usage()).into()),
+        }
+    }
+    Ok(a)
+}
+
+// ---------------------------------------------------------------------------------------
+// Small syscall helpers.
+
+/// `sendfile(2)` of up to `count` bytes from `file` at `*off` (advanced) into `sock`.
+fn sendfile(sock: &impl AsRawFd, file: &File, off: &mut i64, count: usize) -> io::Result<usize> {
+    // SAFETY: both fds are open for the duration of the call; `off` is a valid i64.
+    let n = unsafe { libc::sendfile64(sock.as_raw_fd(), file.as_raw_fd(), off, count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// CPU seconds (user + system) and context switches (voluntary + involuntary) of this
+/// whole process, every thread included, living or exited.
+fn self_usage() -> (f64, u64) {
+    // SAFETY: `ru` is a valid rusage for getrusage to fill.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(ru.ru_utime) + secs(ru.ru_stime),
+        (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+    )
+}
+
+/// utime + stime of a process from `/proc/PID/stat`, in seconds (clock-tick resolution).
+fn proc_cpu_secs(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let close = stat.rfind(')').ok_or(io::ErrorKind::InvalidData)?;
+    let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let field = |i: usize| -> io::Result<f64> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((field(11)? + field(12)?) / hz)
+}
+
+/// Drops the file's clean pages from the page cache.
+fn drop_cache(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    // SAFETY: fadvise on an open fd; offset 0, length 0 means the whole file.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// The fraction of the file's pages in the page cache (`mincore` over a mapping).
+fn resident_fraction(path: &Path) -> io::Result<f64> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok(1.0);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a fresh read-only shared mapping of an open file, unmapped below; mincore
+    // writes one byte per page of `len` into `vec`, which holds that many. Nothing reads
+    // the mapping, so no page is faulted in.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let r = libc::mincore(p, len, vec.as_mut_ptr());
+        let e = io::Error::last_os_error();
+        libc::munmap(p, len);
+        if r != 0 {
+            return Err(e);
+        }
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 != 0).count() as f64 / vec.len() as f64)
+}
+
+// ---------------------------------------------------------------------------------------
+// The servers (child process).
+
+/// What a server reports: its longest stall, and the engine's stats if any.
+struct Served {
+    stall: Option<Duration>,
+    stats: String,
+}
+
+fn serve_engine(
+    pref: BackendPreference,
+    listener: TcpListener,
+    path: &Path,
+    len: u64,
+    n: usize,
+) -> BoxResult<Served> {
+    let mut engine = Engine::builder()
+        .backend(pref)
+        .honor_env(false)
+        .max_transfers(n)
+        .build()?;
+    listener.set_nonblocking(true)?;
+    let (mut accepted, mut finished) = (0usize, 0usize);
+    let mut done = Vec::new();
+    let mut stall = Duration::ZERO;
+    while finished < n {
+        let mut fds = [
+            libc::pollfd {
+                fd: if accepted < n {
+                    listener.as_raw_fd()
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: engine.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue; // io_uring task work interrupts waits
+            }
+            return Err(format!("poll: {e}").into());
+        }
+        let t0 = Instant::now();
+        let mut submitted = false;
+        if fds[0].revents != 0 {
+            while accepted < n {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let file = File::open(path)?;
+                        let t = Transfer::new(file, sock)
+                            .length(Length::Exact(len))
+                            .source_offset(0)
+                            .tag(accepted as u64);
+                        engine.submit(t).map_err(|r| format!("submit: {r}"))?;
+                        accepted += 1;
+                        submitted = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("accept: {e}").into()),
+                }
+            }
+        }
+        if submitted || fds[1].revents != 0 {
+            engine.poll(&mut done)?;
+            for c in done.drain(..) {
+                if let Err(e) = &c.result {
+                    return Err(
+                        format!("transfer {}: {e} after {} bytes", c.tag, c.delivered).into(),
+                    );
+                }
+                if c.delivered != len {
+                    return Err(
+                        format!("transfer {}: {} of {len} bytes", c.tag, c.delivered).into(),
+                    );
+                }
+                finished += 1; // dropping the completion closes the socket
+            }
+        }
+        stall = stall.max(t0.elapsed());
+    }
+    Ok(Served {
+        stall: Some(stall),
+        stats: format!("{:?}", engine.stats()),
+    })
+}
+
+/// One thread per client; `each` serves one socket and returns its longest call.
+fn serve_threads(
+    listener: TcpListener,
+    n: usize,
+    each: fn(TcpStream) -> io::Result<Duration>,
+) -> BoxResult<Duration> {
+    let mut threads = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (sock, _) = listener.accept()?;
+        threads.push(thread::spawn(move || each(sock)));
+    }
+    let mut longest = Duration::ZERO;
+    for (i, t) in threads.into_iter().enumerate() {
+        let d = t
+            .join()
+            .map_err(|_| format!("server thread {i} panicked"))?
+            .map_err(|e| format!("server thread {i}: {e}"))?;
+        longest = longest.max(d);
+    }
+    Ok(longest)
+}
+
+/// The path and length of the file, for the thread-per-client servers.
+static FILE: OnceLock<(PathBuf, u64)> = OnceLock::new();
+
+fn file() -> io::Result<&'static (PathBuf, u64)> {
+    FILE.get().ok_or_else(|| io::Error::other("file not set"))
+}
+
+/// A blocking `sendfile` loop, each call asking for all that is left.
+fn blocking_sendfile(sock: TcpStream) -> io::Result<Duration> {
+    let (path, len) = file()?;
+    let f = File::open(path)?;
+    let mut off: i64 = 0;
+    let mut longest = Duration::ZERO;
+    while (off as u64) < *len {
+        let t = Instant::now();
+        let left = (*len - off as u64) as usize;
+        let r = sendfile(&sock, &f, &mut off, left);
+        longest = longest.max(t.elapsed());
+        match r {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended early",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(longest)
+}
+
+/// `std::io::copy` from the file to the socket.
+fn std_copy(mut sock: TcpStream) -> io::Result<Duration> {
+    let (path, len) = file()?;
+    let mut f = File::open(path)?;
+    let n = io::copy(&mut f, &mut sock)?;
+    if n != *len {
+        return Err(io::Error::other(format!("copied {n} of {len} bytes")));
+    }
+    Ok(Duration::ZERO)
+}
+
+/// Go's `poll.SendFile` on one netpoller thread.
+fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult<Duration> {
+    struct Conn {
+        sock: TcpStream,
+        file: File,
+        off: i64,
+    }
+    const LISTENER: u64 = u64::MAX;
+    listener.set_nonblocking(true)?;
+    // SAFETY: epoll_create1 with a valid flag; the fd is owned below.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(format!("epoll_create1: {}", io::Error::last_os_error()).into());
+    }
+    // SAFETY: a new fd nothing else owns.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let add = |fd: i32, events: u32, data: u64| -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        let r = unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    add(listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER)?;
+    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(n);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+    let (mut finished, mut stall) = (0usize, Duration::ZERO);
+    // Sends until done (true) or EAGAIN (false), like Go's SendFile loop.
+    let pump = |c: &mut Conn| -> io::Result<bool> {
+        loop {
+            let left = len - c.off as u64;
+            if left == 0 {
+                return Ok(true);
+            }
+            let want = (left as usize).min(GO_MAX_SENDFILE);
+            match sendfile(&c.sock, &c.file, &mut c.off, want) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file ended early",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    while finished < n {
+        // SAFETY: the buffer holds `events.len()` entries; epoll_wait writes at most that.
+        let k = unsafe {
+            libc::epoll_wait(
+                ep.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                1000,
+            )
+        };
+        if k < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("epoll_wait: {e}").into());
+        }
+        let t0 = Instant::now();
+        for ev in &events[..k as usize] {
+            let mut ready = Vec::new();
+            if ev.u64 == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((sock, _)) => {
+                            sock.set_nonblocking(true)?;
+                            let idx = conns.len();
+                            // What Go's netFD registers: everything, edge-triggered.
+                            let bits =
+                                libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+                            add(sock.as_raw_fd(), bits as u32, idx as u64)?;
+                            conns.push(Some(Conn {
+                                sock,
+                                file: File::open(path)?,
+                                off: 0,
+                            }));
+                            ready.push(idx); // Go tries the sendfile before waiting
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(format!("accept: {e}").into()),
+                    }
+                }
+            } else {
+                ready.push(ev.u64 as usize);
+            }
+            for idx in ready {
+                let Some(c) = conns.get_mut(idx).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if pump(c).map_err(|e| format!("connection {idx}: sendfile: {e}"))? {
+                    conns[idx] = None; // closing removes it from the epoll set
+                    finished += 1;
+                }
+            }
+        }
+        stall = stall.max(t0.elapsed());
+    }
+    Ok(stall)
+}
+
+/// The child: `--serve KIND --file PATH --clients N`.
+fn serve_main(mut it: impl Iterator<Item = String>) -> BoxResult<()> {
+    let kind = Kind::parse(&it.next().ok_or("--serve needs a kind")?)?;
+    let (mut path, mut n) = (None, 0usize);
+    while let Some(flag) = it.next() {
+        let v = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--file" => path = Some(PathBuf::from(v)),
+            "--clients" => n = v.parse()?,
+            other => return Err(format!("serve: unknown argument {other:?}").into()),
+        }
+    }
+    let path = path.ok_or("serve: --file needed")?;
+    // The parent closes our stdin to end us (also by dying); a deadline ends us anyway.
+    thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+    thread::spawn(|| {
+        thread::sleep(SERVE_DEADLINE);
+        eprintln!("serve: still running after {SERVE_DEADLINE:?}; giving up");
+        std::process::exit(3);
+    });
+    let len = std::fs::metadata(&path)?.len();
+    let _ = FILE.set((path.clone(), len));
+    let listener = listen_wide("127.0.0.1:0".parse()?)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening {}", listener.local_addr()?)?;
+    out.flush()?;
+    let (cpu0, csw0) = self_usage();
+    let served = match kind {
+        Kind::Uring => serve_engine(BackendPreference::IoUring, listener, &path, len, n)?,
+        Kind::Fallback => serve_engine(BackendPreference::Fallback, listener, &path, len, n)?,
+        Kind::Blocking => Served {
+            stall: Some(serve_threads(listener, n, blocking_sendfile)?),
+            stats: String::new(),
+        },
+        Kind::Go => Served {
+            stall: Some(serve_go(listener, &path, len, n)?),
+            stats: String::new(),
+        },
+        Kind::Copy => {
+            serve_threads(listener, n, std_copy)?;
+            Served {
+                stall: None,
+                stats: String::new(),
+            }
+        }
+    };
+    let (cpu1, csw1) = self_usage();
+    writeln!(
+        out,
+        "done cpu={:.6} csw={} stall_us={} stats={}",
+        cpu1 - cpu0,
+        csw1 - csw0,
+        served.stall.map_or(-1, |d| d.as_micros() as i64),
+        served.stats
+    )?;
+    out.flush()?;
+    drop(out);
+    loop {
+        thread::park(); // until the stdin thread exits the process
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent: the file, the clients, the runs and the tables.
+
+/// Removes the bench's file and directory (on drop, and from the signal handler).
+static CLEANUP: OnceLock<(CString, CString)> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if let Some((file, dir)) = CLEANUP.get() {
+        // SAFETY: unlink, rmdir and _exit are async-signal-safe; the strings live forever.
+        unsafe {
+            libc::unlink(file.as_ptr());
+            libc::rmdir(dir.as_ptr());
+        }
+    }
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(130) };
+}
+
+struct TestFile {
+    dir: PathBuf,
+    path: PathBuf,
+    len: u64,
+}
+
+impl TestFile {
+    fn create(parent: &Path, mib: u64) -> BoxResult<TestFile> {
+        let dir = parent.join(format!("sendfile_bench-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let path = dir.join("file.bin");
+        let t = TestFile {
+            dir,
+            path,
+            len: mib << 20,
+        };
+        let _ = CLEANUP.set((
+            CString::new(t.path.as_os_str().as_bytes())?,
+            CString::new(t.dir.as_os_str().as_bytes())?,
+        ));
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler does only async-signal-safe calls.
+            unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+        }
+        let mut f = File::create(&t.path)?;
+        let mut block: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        for m in 0..mib {
+            block[0] = m as u8;
+            f.write_all(&block)?;
+        }
+        // Written back, so that --cold can drop the pages (dirty pages are not dropped).
+        f.sync_all()?;
+        drop(f);
+        // Warm: read it once.
+        let mut f = File::open(&t.path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            match f.read(&mut buf)? {
+                0 => break,
+                k => total += k as u64,
+            }
+        }
+        if total != t.len {
+            return Err(format!("read back {total} of {} bytes", t.len).into());
+        }
+        Ok(t)
+    }
+}
+
+impl Drop for TestFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// N clients, each reading the whole file from `addr`. Returns the wall time and the
+/// longest wait of any client between reads.
+fn run_clients(addr: SocketAddr, n: usize, len: u64) -> BoxResult<(Duration, Duration)> {
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            thread::spawn(move || -> io::Result<(u64, Duration)> {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+                s.set_read_timeout(Some(CLIENT_READ_TIMEOUT))?;
+                let mut buf = vec![0u8; CLIENT_BUF];
+                let (mut got, mut gap, mut last) = (0u64, Duration::ZERO, Instant::now());
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => return Ok((got, gap)),
+                        Ok(k) => {
+                            got += k as u64;
+                            let now = Instant::now();
+                            gap = gap.max(now - last);
+                            last = now;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("no data for {CLIENT_READ_TIMEOUT:?} after {got} bytes"),
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut gap = Duration::ZERO;
+    let mut first_err = None;
+    for (i, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok((got, g))) if got == len => gap = gap.max(g),
+            Ok(Ok((got, _))) => {
+                first_err.get_or_insert(format!("client {i}: got {got} of {len} bytes"));
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(format!("client {i}: {e}"));
+            }
+            Err(_) => {
+                first_err.get_or_insert(format!("client {i}: panicked"));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e.into());
+    }
+    Ok((t0.elapsed(), gap))
+}
+
+/// A server child, killed if still there when dropped.
+struct ServerProc {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl ServerProc {
+    fn start(kind: Kind, path: &Path, n: usize) -> BoxResult<ServerProc> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve")
+            .arg(kind.key())
+            .arg("--file")
+            .arg(path)
+            .arg("--clients")
+            .arg(n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ServerProc { child, lines: rx })
+    }
+
+    fn line(&self, what: &str, timeout: Duration) -> BoxResult<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => Ok(l),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(format!("server: no {what} within {timeout:?}").into())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(format!("server exited before {what} (its error is above)").into())
+            }
+        }
+    }
+
+    /// Closes its stdin (it exits) and reaps it, killing it after 10 s.
+    fn finish(mut self) -> BoxResult<()> {
+        drop(self.child.stdin.take());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err("server did not exit 10 s after its stdin closed".into());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One server's run.
+struct Run {
+    gbps: f64,
+    cpu_per_gb: f64,
+    csw_per_gib: f64,
+    stall: Option<Duration>,
+    gap: Duration,
+    stats: String,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> BoxResult<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .ok_or_else(|| format!("server line without {key}: {line:?}").into())
+}
+
+fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> {
+    let total = n as u64 * file.len;
+    let server = ServerProc::start(kind, &file.path, n)?;
+    let line = server.line("listening line", Duration::from_secs(10))?;
+    let addr: SocketAddr = line
+        .strip_prefix("listening ")
+        .ok_or_else(|| format!("unexpected server line {line:?}"))?
+        .parse()?;
+    if cold {
+        drop_cache(&file.path)?;
+    }
+    let resident = resident_fraction(&file.path)?;
+    let pid = server.child.id();
+    let proc0 = proc_cpu_secs(pid)?;
+    let (wall, gap) = run_clients(addr, n, file.len)?;
+    let limit = Duration::from_secs(60 + 10 * total.div_ceil(1 << 30));
+    let done = server.line(
+        "result",
+        limit.saturating_sub(wall).max(Duration::from_secs(10)),
+    )?;
+    let proc1 = proc_cpu_secs(pid)?;
+    server.finish()?;
+    if !done.starts_with("done ") {
+        return Err(format!("unexpected server line {done:?}").into());
+    }
+    let cpu: f64 = field(&done, "cpu")?.parse()?;
+    let csw: u64 = field(&done, "csw")?.parse()?;
+    let stall_us: i64 = field(&done, "stall_us")?.parse()?;
+    let stats = done.split_once("stats=").map_or("", |(_, s)| s).to_string();
+    let gb = total as f64 / 1e9;
+    let run = Run {
+        gbps: gb / wall.as_secs_f64(),
+        cpu_per_gb: cpu / gb,
+        csw_per_gib: csw as f64 / (total as f64 / (1u64 << 30) as f64),
+        stall: (stall_us >= 0).then(|| Duration::from_micros(stall_us as u64)),
+        gap,
+        stats,
+    };
+    eprintln!(
+        "  {:<23} {:>6.2} GB/s ({:.2} s)  CPU {:.3} s (getrusage) / {:.2} s (/proc ticks)  \
+         resident {:>5.1}%  stall {}  gap {:.1} ms",
+        kind.label(),
+        run.gbps,
+        wall.as_secs_f64(),
+        cpu,
+        proc1 - proc0,
+        resident * 100.0,
+        run.stall.map_or("-".to_string(), |d| format!(
+            "{:.1} ms",
+            d.as_secs_f64() * 1e3
+        )),
+        gap.as_secs_f64() * 1e3,
+    );
+    Ok(run)
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
+}
+
+fn bench_main(args: Args) -> BoxResult<()> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "sendfile_bench: {} MiB file, clients {:?}, {} rounds, {}; load average {}",
+        args.mib,
+        args.clients,
+        args.rounds,
+        if args.cold {
+            "page cache DROPPED before each server's run (--cold)"
+        } else {
+            "page cache warm"
+        },
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let file = TestFile::create(&args.dir, args.mib)?;
+    println!("file: {} ({} bytes)", file.path.display(), file.len);
+    let t_start = Instant::now();
+    for &n in &args.clients {
+        let k = args.servers.len();
+        let mut runs: Vec<Vec<Run>> = (0..k).map(|_| Vec::new()).collect();
+        for round in 0..args.rounds {
+            eprintln!("{n} clients, round {}/{}:", round + 1, args.rounds);
+            // The order rotates each round, so no server is always first or last.
+            for j in 0..k {
+                let i = (j + round) % k;
+                let kind = args.servers[i];
+                let r = run_one(kind, &file, n, args.cold).map_err(|e| {
+                    format!(
+                        "{} with {n} clients, round {}: {e}",
+                        kind.label(),
+                        round + 1
+                    )
+                })?;
+                runs[i].push(r);
+            }
+        }
+        print_table(&args, n, file.len, &runs);
+    }
+    println!("total {:.1} s", t_start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>]) {
+    let base = args.servers.iter().position(|&k| k == Kind::Blocking);
+    let ratio = |i: usize, f: fn(&Run) -> f64| -> String {
+        let Some(b) = base else {
+            return "-".into();
+        };
+        let per_round: Vec<f64> = runs[i]
+            .iter()
+            .zip(&runs[b])
+            .map(|(r, b)| f(r) / f(b))
+            .collect();
+        format!("{:.2}", median(&per_round))
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "\n{n} client(s) x {} MiB ({} MiB per run), {}, medians of {} rounds",
+        len >> 20,
+        (n as u64 * len) >> 20,
+        if args.cold {
+            "cold page cache"
+        } else {
+            "page cache warm"
+        },
+        args.rounds
+    );
+    println!(
+        "{:<23} {:>6} {:>11} {:>6} | {:>8} {:>6} | {:>9} | {:>9} {:>9}",
+        "server", "GB/s", "range", "x blk", "CPU-s/GB", "x blk", "ctxsw/GiB", "stall ms", "gap ms"
+    );
+    for (i, kind) in args.servers.iter().enumerate() {
+        let r = &runs[i];
+        let g: Vec<f64> = r.iter().map(|x| x.gbps).collect();
+        let (lo, hi) = g
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let stalls: Vec<f64> = r.iter().filter_map(|x| x.stall.map(ms)).collect();
+        println!(
+            "{:<23} {:>6.2} {:>11} {:>6} | {:>8.3} {:>6} | {:>9.0} | {:>9} {:>9.1}",
+            kind.label(),
+            median(&g),
+            format!("{lo:.2}-{hi:.2}"),
+            ratio(i, |x| x.gbps),
+            median(&r.iter().map(|x| x.cpu_per_gb).collect::<Vec<_>>()),
+            ratio(i, |x| x.cpu_per_gb),
+            median(&r.iter().map(|x| x.csw_per_gib).collect::<Vec<_>>()),
+            if stalls.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", median(&stalls))
+            },
+            median(&r.iter().map(|x| ms(x.gap)).collect::<Vec<_>>()),
+        );
+    }
+    println!(
+        "x blk: this server's figure / the blocking sendfile loop's in the same round (median \
+         of rounds). CPU: the server process only (getrusage, all threads incl. io-wq workers).\n\
+         stall: longest busy stretch of a single-thread server's loop (blocking: longest \
+         sendfile call, a whole transfer on a blocking socket); gap: longest wait of any \
+         client between two reads."
+    );
+    for (i, kind) in args.servers.iter().enumerate() {
+        if let Some(r) = runs[i].last()
+            && !r.stats.is_empty()
+        {
+            println!("{} (last round): {}", kind.label(), r.stats);
+        }
+    }
+}
+
+fn main() {
+    let mut it = std::env::args().skip(1).peekable();
+    let result = if it.peek().map(String::as_str) == Some("--serve") {
+        it.next();
+        serve_main(it).map_err(|e| format!("serve: {e}").into())
+    } else {
+        parse_args(it).and_then(bench_main)
+    };
+    if let Err(e) = result {
+        eprintln!("sendfile_bench: error: {e}");
+        std::process::exit(1);
+    }
+}
