@@ -791,8 +791,14 @@ impl Server {
                     return;
                 }
                 Ok(n) => {
+                    let asked = c.buf.len() - c.filled;
                     c.filled += n;
                     c.deadline = Instant::now() + IDLE;
+                    if n < asked {
+                        // Most likely drained: poll(2) is level-triggered and reports any
+                        // more, so no second recv that would only say EAGAIN.
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
