@@ -22,6 +22,7 @@
 //!
 //! Samples are few and short so the whole run takes minutes; compare within one run.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::hint::black_box;
 use std::io;
@@ -290,6 +291,10 @@ struct Fixture {
     kind: Kind,
     srcs: Vec<Arc<OwnedFd>>,
     dsts: Vec<Arc<OwnedFd>>,
+    /// The endpoints of each transfer, handed back by its completion and submitted again
+    /// at the next iteration, as an application relaying message after message would:
+    /// they carry what the engine learnt about their fds.
+    endpoints: RefCell<Vec<Option<(Endpoint, Endpoint)>>>,
     helper: Option<Helper>,
     _files: Vec<TempFile>,
 }
@@ -350,10 +355,21 @@ impl Fixture {
             }
         }
         let helper = (!feeds.is_empty() || !sinks.is_empty()).then(|| Helper::spawn(feeds, sinks));
+        let endpoints = srcs
+            .iter()
+            .zip(&dsts)
+            .map(|(s, d)| {
+                Some((
+                    Endpoint::shared(Arc::clone(s)),
+                    Endpoint::shared(Arc::clone(d)),
+                ))
+            })
+            .collect();
         Ok(Fixture {
             kind,
             srcs,
             dsts,
+            endpoints: RefCell::new(endpoints),
             helper,
             _files: files,
         })
@@ -376,12 +392,12 @@ impl Fixture {
     }
 
     fn run_engine(&self, engine: &mut Engine, done: &mut Vec<Completion>, size: u64) {
-        for (src, dst) in self.srcs.iter().zip(&self.dsts) {
-            let mut t = Transfer::new(
-                Endpoint::shared(Arc::clone(src)),
-                Endpoint::shared(Arc::clone(dst)),
-            )
-            .length(Length::Exact(size));
+        let mut endpoints = self.endpoints.borrow_mut();
+        for (i, slot) in endpoints.iter_mut().enumerate() {
+            let (src, dst) = slot.take().expect("endpoints came back");
+            let mut t = Transfer::new(src, dst)
+                .length(Length::Exact(size))
+                .tag(i as u64);
             if self.kind.file_source() {
                 t = t.source_offset(0);
             }
@@ -403,6 +419,7 @@ impl Fixture {
                     c.result,
                     c.delivered
                 );
+                endpoints[c.tag as usize] = Some((c.source, c.destination));
             }
             assert!(started.elapsed() < HANG, "engine: no end after {HANG:?}");
         }

@@ -36,6 +36,7 @@ pub struct Builder {
     pub(crate) chain_depth: usize,
     pub(crate) iowq_max_workers: u32,
     pub(crate) fairness_bytes: usize,
+    pub(crate) copy_threshold: u64,
     pub(crate) backend: BackendPreference,
     pub(crate) env_override: bool,
     pub(crate) probe_hide_splice: bool,
@@ -53,6 +54,7 @@ impl Default for Builder {
             chain_depth: 4,
             iowq_max_workers: 4,
             fairness_bytes: 4 << 20,
+            copy_threshold: 16 << 10,
             backend: BackendPreference::Auto,
             env_override: true,
             probe_hide_splice: false,
@@ -120,6 +122,15 @@ impl Builder {
     /// turn (default 4 MiB).
     pub fn fairness_bytes(mut self, bytes: usize) -> Builder {
         self.fairness_bytes = bytes;
+        self
+    }
+
+    /// Largest known length that [`Strategy::Auto`](crate::Strategy::Auto) copies with
+    /// `read`/`write` instead of splicing, when source and destination are sockets
+    /// (default 16 KiB; 0 never copies). See the README's Performance section for
+    /// the measurements behind the default.
+    pub fn copy_threshold(mut self, bytes: u64) -> Builder {
+        self.copy_threshold = bytes;
         self
     }
 

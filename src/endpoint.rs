@@ -7,6 +7,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use crate::sys::FdInfo;
+
 /// One side of a [`Transfer`](crate::Transfer): a file descriptor the engine keeps open for as
 /// long as any operation of the transfer may still name it, and hands back in the
 /// [`Completion`](crate::Completion).
@@ -19,6 +21,9 @@ use std::sync::Arc;
 pub struct Endpoint {
     hold: Hold,
     fd: RawFd,
+    /// What a transfer learnt about this fd (owned and shared endpoints only), so the same
+    /// endpoint submitted again, from a completion, starts without asking the kernel.
+    pub(crate) known: Option<FdInfo>,
 }
 
 enum Hold {
@@ -34,6 +39,7 @@ impl Endpoint {
         Endpoint {
             fd: fd.as_raw_fd(),
             hold: Hold::Owned(fd),
+            known: None,
         }
     }
 
@@ -42,6 +48,7 @@ impl Endpoint {
         Endpoint {
             fd: fd.as_raw_fd(),
             hold: Hold::Shared(fd),
+            known: None,
         }
     }
 
@@ -58,7 +65,14 @@ impl Endpoint {
         Endpoint {
             hold: Hold::Raw,
             fd,
+            known: None,
         }
+    }
+
+    /// Whether what was learnt about the fd may be kept with the endpoint: not for a raw
+    /// fd, which may be closed and its number reused once its transfer has completed.
+    pub(crate) fn may_remember(&self) -> bool {
+        !matches!(self.hold, Hold::Raw)
     }
 
     /// For a shared endpoint, the identity of the `Arc` it holds: while any transfer holds

@@ -20,7 +20,7 @@ use crate::error::{Error, Op, Rejected, Result};
 use crate::machine::{Machine, Route};
 use crate::pipe_pool::{Pipe, PipePool};
 use crate::stats::Stats;
-use crate::sys::{self, FdKind};
+use crate::sys::{self, FdInfo, FdKind};
 use crate::transfer::{Length, Strategy, Transfer, TransferId};
 
 /// The strategy a started transfer runs under.
@@ -222,7 +222,10 @@ impl InFlight {
         };
         let fds = (slot.src_fd, slot.dst_fd);
         let keys = [slot.src.shared_key(), slot.dst.shared_key()];
-        let cached = keys.map(|k| k.and_then(|k| self.known.get(&k)).map(|e| e.0));
+        let memo = [slot.src.known, slot.dst.known];
+        let cached: [Option<FdInfo>; 2] = std::array::from_fn(|i| {
+            memo[i].or_else(|| keys[i].and_then(|k| self.known.get(&k)).map(|e| e.0))
+        });
         let classified = classify((fds.0, cached[0]), (fds.1, cached[1]), src_off, dst_off);
         let (mut route, src_kind, dst_kind, err) = match classified {
             Ok((route, s, d)) => {
@@ -231,17 +234,39 @@ impl InFlight {
                         self.known.entry(key).or_insert((info, 0)).1 += 1;
                     }
                 }
+                let slot = self.get(k).expect("invariant: looked up above");
+                if slot.src.may_remember() {
+                    slot.src.known = Some(s);
+                }
+                if slot.dst.may_remember() {
+                    slot.dst.known = Some(d);
+                }
                 (route, s.kind, d.kind, None)
             }
             Err(e) => (Route::Pipe, FdKind::Other, FdKind::Other, Some(e)),
         };
+        let copy_threshold = self.cfg.copy_threshold;
+        // A small message between pollable endpoints is cheaper to copy than to splice
+        // through a pipe (README, Performance: small transfers).
+        // (A pipe on either side is one direct splice, cheaper than read + write; a file
+        // source may block on the disk.)
+        let small = length.is_some_and(|n| n <= copy_threshold)
+            && route == Route::Pipe
+            && src_kind != FdKind::File
+            && dst_kind == FdKind::Socket;
+        let copy =
+            err.is_none() && (strategy == Strategy::Copy || (strategy == Strategy::Auto && small));
+        if copy {
+            route = Route::Copy;
+            self.stats.copies += 1;
+        }
         let slot = self.get(k).expect("invariant: looked up above");
         slot.known = err.is_none();
         // The fallback serves file sources as Go does: sendfile to sockets,
         // copy_file_range to files. The io_uring backend splices through its own 1 MiB
         // pipes instead: sendfile's internal pipe is the default 64 KiB.
         slot.via = Via::Splice;
-        if !chain_available && src_kind == FdKind::File && err.is_none() {
+        if !chain_available && src_kind == FdKind::File && err.is_none() && !copy {
             match dst_kind {
                 FdKind::Socket => slot.via = Via::Sendfile,
                 FdKind::File => slot.via = Via::CopyFileRange,
@@ -265,11 +290,11 @@ impl InFlight {
         slot.dst_pollable = dst_kind != FdKind::File;
         slot.dst_socket = dst_kind == FdKind::Socket;
         slot.mode = match strategy {
-            _ if !chain_available => Mode::Inline,
+            _ if !chain_available || copy => Mode::Inline,
             Strategy::Chain => Mode::Chain,
             Strategy::Inline => Mode::Inline,
             Strategy::Auto if src_kind == FdKind::File => Mode::Chain,
-            Strategy::Auto => Mode::Inline,
+            Strategy::Auto | Strategy::Copy => Mode::Inline,
         };
         slot.machine = Some(m);
     }
@@ -463,16 +488,6 @@ pub(crate) fn id_of(key: usize, generation: u32) -> TransferId {
 }
 
 /// Chooses the route for a pair of fds and makes pollable ones non-blocking.
-/// What the engine learnt about one fd when a transfer started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FdInfo {
-    kind: FdKind,
-    /// (device, inode).
-    id: (u64, u64),
-    /// Status flags; for sockets just `O_RDWR` (their access mode), not read from the kernel.
-    flags: i32,
-}
-
 /// `fstat`, and `F_GETFL` unless the fd is a socket.
 fn probe_fd(fd: RawFd) -> Result<FdInfo> {
     let (kind, id) = sys::fd_kind(fd).map_err(|e| Error::io(Op::Fstat, fd, e))?;

@@ -35,4 +35,10 @@ pub struct Stats {
     pub cq_overflows: u64,
     /// Transfers that fell back to a read/write copy because splice refused the pair.
     pub copy_fallbacks: u64,
+    /// Transfers started on the read/write copy route by choice: [`Strategy::Copy`], or
+    /// [`Strategy::Auto`] for a small transfer (see `Builder::copy_threshold`).
+    ///
+    /// [`Strategy::Copy`]: crate::Strategy::Copy
+    /// [`Strategy::Auto`]: crate::Strategy::Auto
+    pub copies: u64,
 }

@@ -42,6 +42,16 @@ pub(crate) enum FdKind {
     Directory,
 }
 
+/// What the engine learnt about one fd when a transfer started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdInfo {
+    pub(crate) kind: FdKind,
+    /// (device, inode).
+    pub(crate) id: (u64, u64),
+    /// Status flags; for sockets just `O_RDWR` (their access mode), not read from the kernel.
+    pub(crate) flags: i32,
+}
+
 /// `fstat(2)`: the kind of the fd and its (device, inode) identity.
 pub(crate) fn fd_kind(fd: RawFd) -> io::Result<(FdKind, (u64, u64))> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();

@@ -15,13 +15,18 @@ pub enum Length {
     UntilEof,
 }
 
-/// How the io_uring backend moves a transfer's bytes. The fallback backend always works
-/// inline.
+/// How a transfer's bytes move. The fallback backend always works inline; it honours
+/// [`Copy`](Strategy::Copy) and the small-transfer choice of [`Auto`](Strategy::Auto) too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Chosen per transfer: [`Chain`](Strategy::Chain) for regular-file sources (their reads
     /// may block, and the io-wq worker takes that off the caller's thread),
-    /// [`Inline`](Strategy::Inline) for pollable sources (sockets, pipes).
+    /// [`Inline`](Strategy::Inline) for pollable sources (sockets, pipes), and
+    /// [`Copy`](Strategy::Copy) when a socket sends a known length of at most
+    /// [`Builder::copy_threshold`](crate::Builder::copy_threshold) bytes to a socket
+    /// (splicing a few KiB through a pipe costs more than copying them; a pipe on either
+    /// side is one direct splice, and a file source may block on the disk, so those are
+    /// never copied by `Auto`).
     #[default]
     Auto,
     /// Linked `IORING_OP_SPLICE` operations run by the kernel: `SPLICE(src → pipe)` then
@@ -30,6 +35,11 @@ pub enum Strategy {
     /// `IORING_OP_POLL_ADD` reports readiness, then the engine's own thread calls
     /// non-blocking `splice(2)` inside `poll`/`wait`.
     Inline,
+    /// Readiness as for [`Inline`](Strategy::Inline), then non-blocking `read(2)`/`write(2)`
+    /// through an engine buffer (no pipe): for small messages. A regular-file source is
+    /// read on the engine's thread, so a cold page cache blocks `poll`/`wait` while the
+    /// disk answers.
+    Copy,
 }
 
 /// Identifies a submitted transfer until its completion has been returned.

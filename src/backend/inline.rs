@@ -156,7 +156,7 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                         fl.release_pipe_if_idle(k);
                     }
                 } else {
-                    let buf = copy_buf(&mut slot.buf);
+                    let buf = copy_buf(&mut slot.buf, len);
                     let len = len.min(buf.data.len());
                     let off = slot.machine.as_ref().and_then(|m| m.src_off());
                     let r = res(sys::read(slot.src_fd, off, &mut buf.data[..len]));
@@ -226,9 +226,11 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
     }
 }
 
-fn copy_buf(b: &mut Option<CopyBuf>) -> &mut CopyBuf {
+/// The transfer's copy buffer, made on first use with room for `want` bytes (at most
+/// [`COPY_BUF`]): a small message gets a buffer its size.
+fn copy_buf(b: &mut Option<CopyBuf>, want: usize) -> &mut CopyBuf {
     b.get_or_insert_with(|| CopyBuf {
-        data: vec![0u8; COPY_BUF].into_boxed_slice(),
+        data: vec![0u8; want.clamp(1, COPY_BUF)].into_boxed_slice(),
         start: 0,
         end: 0,
     })
@@ -245,7 +247,7 @@ fn drain_copy(
 ) -> OpResult {
     let socket = slot.dst_socket;
     let pipe_fd = slot.pipe.as_ref().map(|p| p.read_fd());
-    let buf = copy_buf(&mut slot.buf);
+    let buf = copy_buf(&mut slot.buf, COPY_BUF);
     if buf.start == buf.end {
         let Some(pfd) = pipe_fd else {
             return Err(libc::EIO);
