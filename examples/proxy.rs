@@ -17,7 +17,8 @@
 //! - `SIGINT`/`SIGTERM` stop the loop; dropping the engine cancels what is in flight.
 //!
 //! Flags: `--listen ADDR` (default `127.0.0.1:8000`), `--upstream ADDR` (required),
-//! `--max-conns N` (default 4096), `--verbose` (a line per connection).
+//! `--max-conns N` (default 4096), `--strategy auto|chain|inline|copy` (default auto),
+//! `--verbose` (a line per connection).
 //!
 //! There is no idle timeout: `Transfer::idle_timeout` applies to one direction, and a
 //! healthy connection often has one direction silent for a long time (a client waiting for
@@ -32,7 +33,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringsplice::{Completion, Endpoint, Engine, Transfer, TransferId};
+use ringsplice::{Completion, Endpoint, Engine, Strategy, Transfer, TransferId};
 
 #[path = "support/listen.rs"]
 mod listen;
@@ -54,6 +55,7 @@ struct Args {
     listen: SocketAddr,
     upstream: SocketAddr,
     max_conns: usize,
+    strategy: Strategy,
     verbose: bool,
 }
 
@@ -62,6 +64,7 @@ fn parse_args() -> BoxResult<Args> {
     let mut upstream = None;
     let mut max_conns = 4096;
     let mut verbose = false;
+    let mut strategy = Strategy::Auto;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -70,10 +73,19 @@ fn parse_args() -> BoxResult<Args> {
             "--upstream" => upstream = Some(value()?.parse()?),
             "--max-conns" => max_conns = value()?.parse()?,
             "--verbose" => verbose = true,
+            "--strategy" => {
+                strategy = match value()?.as_str() {
+                    "auto" => Strategy::Auto,
+                    "chain" => Strategy::Chain,
+                    "inline" => Strategy::Inline,
+                    "copy" => Strategy::Copy,
+                    other => return Err(format!("unknown strategy {other:?}").into()),
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: proxy --upstream ADDR [--listen ADDR (127.0.0.1:8000)] \
-                     [--max-conns N (4096)] [--verbose]"
+                     [--max-conns N (4096)] [--strategy auto|chain|inline|copy] [--verbose]"
                 );
                 std::process::exit(0);
             }
@@ -88,6 +100,7 @@ fn parse_args() -> BoxResult<Args> {
         listen,
         upstream,
         max_conns,
+        strategy,
         verbose,
     })
 }
@@ -164,7 +177,8 @@ impl Proxy {
                 Endpoint::shared(Arc::clone(src)),
                 Endpoint::shared(Arc::clone(dst)),
             )
-            .tag(id << 1 | dir as u64);
+            .tag(id << 1 | dir as u64)
+            .strategy(self.args.strategy);
             match self.engine.submit(t) {
                 Ok(tid) => conn.dirs[dir] = Some(tid),
                 Err(rejected) => {

@@ -42,13 +42,14 @@ struct Args {
     strace: bool,
     /// Record a `perf record -e cpu-clock -g` profile of each relay run (kept in /tmp).
     perf: bool,
-    /// Which relays to run: `io-uring`, `fallback` or both.
-    relays: Vec<&'static str>,
+    /// Which relays to run: `BACKEND[:STRATEGY]`, backend `io-uring` or `fallback`,
+    /// strategy one of the proxy's `--strategy` values (default `auto`).
+    relays: Vec<String>,
 }
 
 fn parse_args() -> BoxResult<Args> {
     let (mut conns, mut bytes, mut rounds, mut strace, mut perf) = (None, None, 3, false, false);
-    let mut relays = vec!["io-uring", "fallback"];
+    let mut relays = vec!["io-uring".to_string(), "fallback".to_string()];
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || -> BoxResult<u64> {
@@ -68,19 +69,24 @@ fn parse_args() -> BoxResult<Args> {
             "--perf" => perf = true,
             "--relays" => {
                 let v = it.next().ok_or("--relays needs a value")?;
-                relays = v
-                    .split(',')
-                    .map(|r| match r {
-                        "io-uring" => Ok("io-uring"),
-                        "fallback" => Ok("fallback"),
-                        other => Err(format!("unknown relay {other:?} (io-uring, fallback)")),
-                    })
-                    .collect::<Result<_, _>>()?;
+                relays = v.split(',').map(str::to_string).collect();
+                for r in &relays {
+                    let (b, st) = r.split_once(':').unwrap_or((r, "auto"));
+                    if !matches!(b, "io-uring" | "fallback")
+                        || !matches!(st, "auto" | "chain" | "inline" | "copy")
+                    {
+                        return Err(format!(
+                            "bad relay {r:?}: BACKEND[:STRATEGY], backend io-uring|fallback, \
+                             strategy auto|chain|inline|copy"
+                        )
+                        .into());
+                    }
+                }
             }
             "-h" | "--help" => {
                 println!(
                     "usage: relay_bench [--conns N] [--mib M | --kib K] [--rounds R (3)] \
-                     [--relays io-uring,fallback] [--strace | --perf]"
+                     [--relays io-uring,fallback,io-uring:chain,...] [--strace | --perf]"
                 );
                 std::process::exit(0);
             }
@@ -270,7 +276,8 @@ struct Relay {
     strace_file: Option<std::path::PathBuf>,
 }
 
-fn start_relay(backend: &str, upstream: SocketAddr, args: &Args, tag: &str) -> BoxResult<Relay> {
+fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> BoxResult<Relay> {
+    let (backend, strategy) = relay.split_once(':').unwrap_or((relay, "auto"));
     let bin = proxy_binary()?;
     let strace_file = args
         .strace
@@ -301,7 +308,7 @@ fn start_relay(backend: &str, upstream: SocketAddr, args: &Args, tag: &str) -> B
             "--upstream",
             &upstream.to_string(),
         ])
-        .args(["--max-conns", "20000"])
+        .args(["--max-conns", "20000", "--strategy", strategy])
         .env("RINGSPLICE_BACKEND", backend)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -430,10 +437,10 @@ fn main() -> BoxResult<()> {
     if args.strace && args.perf {
         return Err("--strace and --perf exclude each other".into());
     }
-    let relays: Vec<(&str, &str)> = args
+    let relays: Vec<(&str, String)> = args
         .relays
         .iter()
-        .map(|&b| (b, if b == "io-uring" { "io_uring" } else { b }))
+        .map(|r| (r.as_str(), r.replace("io-uring", "io_uring")))
         .collect();
     for &(n, bytes) in &args.workloads {
         let size = if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
@@ -482,12 +489,12 @@ fn main() -> BoxResult<()> {
             median(&direct)
         );
         println!(
-            "{:<10} {:>6} {:>6} {:>9} {:>7} {:>11} {:>11} {:>11}",
+            "{:<16} {:>6} {:>6} {:>9} {:>7} {:>11} {:>11} {:>11}",
             "relay", "GB/s", "tax", "CPU-s/GB", "CPU-s", "ctxsw/GiB", "calls/GiB", "splice/GiB"
         );
         for (r, (_, name)) in rows.iter().zip(&relays) {
             println!(
-                "{:<10} {:>6.2} {:>6.2} {:>9.3} {:>7.3} {:>11.0} {:>11.0} {:>11.0}",
+                "{:<16} {:>6.2} {:>6.2} {:>9.3} {:>7.3} {:>11.0} {:>11.0} {:>11.0}",
                 name,
                 median(&r.gbps),
                 median(&r.tax),
@@ -498,9 +505,13 @@ fn main() -> BoxResult<()> {
                 median(&r.splices_per_gib),
             );
         }
-        if rows.len() == 2 {
-            let ratio = median(&rows[0].cpu_per_gb) / median(&rows[1].cpu_per_gb);
-            println!("io_uring CPU per GB / fallback CPU per GB (same rounds): {ratio:.2}");
+        if let Some(f) = relays.iter().position(|r| r.0 == "fallback") {
+            for (r, (relay, name)) in rows.iter().zip(&relays) {
+                if relay.starts_with("io-uring") {
+                    let ratio = median(&r.cpu_per_gb) / median(&rows[f].cpu_per_gb);
+                    println!("{name} CPU per GB / fallback CPU per GB (same rounds): {ratio:.2}");
+                }
+            }
         }
         for (r, (_, name)) in rows.iter().zip(&relays) {
             println!("{name} (last round) {}", r.stats);
