@@ -44,6 +44,11 @@
 //!   connect to the first byte, then between reads), the largest over clients: what a cold
 //!   read on a server's only thread does to the other clients.
 //!
+//! The machine may be shared: **other** is the CPU that neither the server nor this process
+//! (the clients) used during a run — other jobs, and kernel work charged to no task — from
+//! `/proc/stat`, as a share of all CPUs; the table shows the largest of the rounds, so a
+//! disturbed row can be seen and rerun.
+//!
 //! Bounded: a server must listen within 10 s and finish within 60 s plus 10 s per GiB it
 //! sends, a client read waits at most 30 s, and a server process gives up on its own after
 //! 20 minutes. The file (in `--dir`, default the temp dir) is removed at exit, also on
@@ -228,6 +233,29 @@ fn proc_cpu_secs(pid: u32) -> io::Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((field(11)? + field(12)?) / hz)
+}
+
+/// Busy CPU seconds of the whole machine, all CPUs (user, nice, system, irq, softirq from
+/// `/proc/stat`; steal and idle left out), and the number of CPUs.
+fn machine_busy_secs() -> io::Result<(f64, usize)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad /proc/stat");
+    let line = stat.lines().next().ok_or_else(bad)?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().map_err(|_| bad()))
+        .collect::<io::Result<_>>()?;
+    if f.len() < 7 {
+        return Err(bad());
+    }
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(((f[0] + f[1] + f[2] + f[5] + f[6]) / hz, cpus.max(1)))
 }
 
 /// Drops the file's clean pages from the page cache.
@@ -828,6 +856,8 @@ struct Run {
     csw_per_gib: f64,
     stall: Option<Duration>,
     gap: Duration,
+    /// CPU used by other processes during the run, as a share of the machine.
+    other: f64,
     stats: String,
 }
 
@@ -851,7 +881,11 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
     let resident = resident_fraction(&file.path)?;
     let pid = server.child.id();
     let proc0 = proc_cpu_secs(pid)?;
+    let (busy0, cpus) = machine_busy_secs()?;
+    let (me0, _) = self_usage();
     let (wall, gap) = run_clients(addr, n, file.len)?;
+    let (busy1, _) = machine_busy_secs()?;
+    let (me1, _) = self_usage();
     let limit = Duration::from_secs(60 + 10 * total.div_ceil(1 << 30));
     let done = server.line(
         "result",
@@ -867,17 +901,22 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
     let stall_us: i64 = field(&done, "stall_us")?.parse()?;
     let stats = done.split_once("stats=").map_or("", |(_, s)| s).to_string();
     let gb = total as f64 / 1e9;
+    // What neither the server nor this process (the clients) used: other jobs, and kernel
+    // work not charged to any task (softirqs on idle CPUs, kernel threads). Tick-sampled.
+    let other_secs = (busy1 - busy0) - (me1 - me0) - (proc1 - proc0);
+    let other = (other_secs / (cpus as f64 * wall.as_secs_f64())).max(0.0);
     let run = Run {
         gbps: gb / wall.as_secs_f64(),
         cpu_per_gb: cpu / gb,
         csw_per_gib: csw as f64 / (total as f64 / (1u64 << 30) as f64),
         stall: (stall_us >= 0).then(|| Duration::from_micros(stall_us as u64)),
         gap,
+        other,
         stats,
     };
     eprintln!(
         "  {:<23} {:>6.2} GB/s ({:.2} s)  CPU {:.3} s (getrusage) / {:.2} s (/proc ticks)  \
-         resident {:>5.1}%  stall {}  gap {:.1} ms",
+         resident {:>5.1}%  stall {}  gap {:.1} ms  other {:.0}%",
         kind.label(),
         run.gbps,
         wall.as_secs_f64(),
@@ -889,6 +928,7 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
             d.as_secs_f64() * 1e3
         )),
         gap.as_secs_f64() * 1e3,
+        other * 100.0,
     );
     Ok(run)
 }
@@ -977,8 +1017,17 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>]) {
         args.rounds
     );
     println!(
-        "{:<23} {:>6} {:>11} {:>6} | {:>8} {:>6} | {:>9} | {:>9} {:>9}",
-        "server", "GB/s", "range", "x blk", "CPU-s/GB", "x blk", "ctxsw/GiB", "stall ms", "gap ms"
+        "{:<23} {:>6} {:>11} {:>6} | {:>8} {:>6} | {:>9} | {:>9} {:>9} | {:>6}",
+        "server",
+        "GB/s",
+        "range",
+        "x blk",
+        "CPU-s/GB",
+        "x blk",
+        "ctxsw/GiB",
+        "stall ms",
+        "gap ms",
+        "other"
     );
     for (i, kind) in args.servers.iter().enumerate() {
         let r = &runs[i];
@@ -988,7 +1037,7 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>]) {
             .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         let stalls: Vec<f64> = r.iter().filter_map(|x| x.stall.map(ms)).collect();
         println!(
-            "{:<23} {:>6.2} {:>11} {:>6} | {:>8.3} {:>6} | {:>9.0} | {:>9} {:>9.1}",
+            "{:<23} {:>6.2} {:>11} {:>6} | {:>8.3} {:>6} | {:>9.0} | {:>9} {:>9.1} | {:>6}",
             kind.label(),
             median(&g),
             format!("{lo:.2}-{hi:.2}"),
@@ -1002,6 +1051,10 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>]) {
                 format!("{:.1}", median(&stalls))
             },
             median(&r.iter().map(|x| ms(x.gap)).collect::<Vec<_>>()),
+            format!(
+                "{:.0}%",
+                100.0 * r.iter().map(|x| x.other).fold(0f64, f64::max)
+            ),
         );
     }
     println!(
@@ -1009,7 +1062,9 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>]) {
          of rounds). CPU: the server process only (getrusage, all threads incl. io-wq workers).\n\
          stall: longest busy stretch of a single-thread server's loop (blocking: longest \
          sendfile call, a whole transfer on a blocking socket); gap: longest wait of any \
-         client between two reads."
+         client between two reads.\n\
+         other: the most CPU any round saw used outside the server and the clients (other jobs, \
+         softirqs on idle CPUs), as a share of all CPUs; high values mean a disturbed run."
     );
     for (i, kind) in args.servers.iter().enumerate() {
         if let Some(r) = runs[i].last()
