@@ -14,7 +14,9 @@
 //!   header is written with `send(MSG_MORE)`, so it leaves in one segment with the start of
 //!   the body; then the body goes as one [`Transfer`] from the opened file
 //!   (`Length::Exact(file length)`, `source_offset(0)`) to the socket, which the engine
-//!   shares ([`Endpoint::shared`]) so the connection is ours again at the completion. While
+//!   shares ([`Endpoint::shared`]) so the connection is ours again at the completion; the
+//!   endpoint the completion hands back is kept for the connection's next response (it
+//!   remembers the socket's kind and flags, so the engine does not probe the fd again). While
 //!   a body is in flight the connection is not read: pipelined requests wait in the buffer
 //!   (or the socket) and are answered in order afterwards.
 //! - Keep-alive: HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
@@ -34,7 +36,10 @@
 //!   finish for up to 5 s, then drop the engine (which cancels the rest).
 //!
 //! Flags: `--root DIR` (default `.`), `--listen ADDR` (default `127.0.0.1:8080`),
-//! `--max-conns N` (default 4096), `--verbose` (a line per request).
+//! `--max-conns N` (default 4096), `--copy-max BYTES` (default 0: bodies of at most this
+//! many bytes go as [`Strategy::Copy`], a `pread`/`send` on the engine's thread, instead of
+//! `Strategy::Auto`'s io-wq splice chain; a cold file then blocks the loop for the disk read),
+//! `--verbose` (a line per request).
 //!
 //! Bodies are sent from the page cache (see the README's Guarantees): a file written in place
 //! while it is being sent can reach a client half old, half new. Replace files with `rename`.
@@ -51,7 +56,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringsplice::{Completion, Endpoint, Engine, Length, Transfer};
+use ringsplice::{Completion, Endpoint, Engine, Length, Strategy, Transfer};
 
 #[path = "support/listen.rs"]
 mod listen;
@@ -77,6 +82,7 @@ struct Args {
     listen: SocketAddr,
     root: PathBuf,
     max_conns: usize,
+    copy_max: u64,
     verbose: bool,
 }
 
@@ -85,6 +91,7 @@ fn parse_args() -> BoxResult<Args> {
         listen: "127.0.0.1:8080".parse()?,
         root: PathBuf::from("."),
         max_conns: 4096,
+        copy_max: 0,
         verbose: false,
     };
     let mut it = std::env::args().skip(1);
@@ -94,11 +101,12 @@ fn parse_args() -> BoxResult<Args> {
             "--listen" => a.listen = value()?.parse()?,
             "--root" => a.root = PathBuf::from(value()?),
             "--max-conns" => a.max_conns = value()?.parse()?,
+            "--copy-max" => a.copy_max = value()?.parse()?,
             "--verbose" => a.verbose = true,
             "-h" | "--help" => {
                 println!(
                     "usage: http_file_server [--root DIR (.)] [--listen ADDR (127.0.0.1:8080)] \
-                     [--max-conns N (4096)] [--verbose]"
+                     [--max-conns N (4096)] [--copy-max BYTES (0)] [--verbose]"
                 );
                 std::process::exit(0);
             }
@@ -532,6 +540,10 @@ enum State {
 
 struct Conn {
     sock: Arc<OwnedFd>,
+    /// The socket as the engine's endpoint, when no transfer holds it: the one the last
+    /// completion handed back remembers what the engine learnt about the fd, so the next
+    /// response's transfer starts without asking the kernel again.
+    endpoint: Option<Endpoint>,
     peer: SocketAddr,
     buf: Box<[u8]>,
     filled: usize,
@@ -563,6 +575,7 @@ struct Server {
     clock: Clock,
     counts: Counts,
     verbose: bool,
+    copy_max: u64,
     /// Shutting down: every response closes its connection.
     draining: bool,
     /// Transfers submitted since the engine last ran.
@@ -618,8 +631,17 @@ impl Server {
                     let close = *close;
                     match body.take() {
                         Some((file, len)) => {
-                            let t = Transfer::new(file, Endpoint::shared(Arc::clone(&c.sock)))
+                            let dst = c
+                                .endpoint
+                                .take()
+                                .unwrap_or_else(|| Endpoint::shared(Arc::clone(&c.sock)));
+                            let t = Transfer::new(file, dst)
                                 .length(Length::Exact(len))
+                                .strategy(if len <= self.copy_max {
+                                    Strategy::Copy
+                                } else {
+                                    Strategy::Auto
+                                })
                                 .source_offset(0)
                                 .idle_timeout(BODY_IDLE)
                                 .tag(id);
@@ -823,6 +845,7 @@ impl Server {
             return;
         };
         self.counts.body_bytes += done.delivered;
+        c.endpoint = Some(done.destination);
         match &done.result {
             Ok(()) => {
                 self.finish_response(c, close);
@@ -891,6 +914,7 @@ fn accept_all(
             *next,
             Conn {
                 sock: Arc::new(OwnedFd::from(sock)),
+                endpoint: None,
                 peer,
                 buf: vec![0u8; MAX_HEAD].into_boxed_slice(),
                 filled: 0,
@@ -933,6 +957,7 @@ fn main() -> BoxResult<()> {
         },
         counts: Counts::default(),
         verbose: args.verbose,
+        copy_max: args.copy_max,
         draining: false,
         submitted: false,
     };
