@@ -175,9 +175,11 @@ impl Builder {
                 "pipe_size, chunk_size and fairness_bytes must be positive".into(),
             ));
         }
-        if self.pipe_budget < self.pipe_size {
+        let one_pipe = crate::sys::granted_pipe_size(self.pipe_size);
+        if self.pipe_budget < one_pipe {
             return Err(Error::PipeBudget(format!(
-                "budget {} bytes is smaller than one pipe of {} bytes",
+                "budget {} bytes is smaller than one pipe of {} bytes ({one_pipe} as the \
+                 kernel sizes it)",
                 self.pipe_budget, self.pipe_size
             )));
         }

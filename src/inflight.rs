@@ -122,6 +122,9 @@ pub(crate) struct InFlight {
     /// about each, and how many slots hold it. The two directions of a proxied connection
     /// share both sockets, so the second direction starts without a syscall.
     known: HashMap<usize, (FdInfo, u32)>,
+    /// Started transfers in [`Mode::Chain`]: only they can hold a pipe while idle, so
+    /// with none the backend need not look for one to reclaim.
+    pub(crate) chains: usize,
 }
 
 impl InFlight {
@@ -139,6 +142,7 @@ impl InFlight {
             cfg,
             timers: BinaryHeap::new(),
             known: HashMap::new(),
+            chains: 0,
         }
     }
 
@@ -296,7 +300,11 @@ impl InFlight {
             Strategy::Auto if src_kind == FdKind::File => Mode::Chain,
             Strategy::Auto | Strategy::Copy => Mode::Inline,
         };
+        let chain = slot.mode == Mode::Chain;
         slot.machine = Some(m);
+        if chain {
+            self.chains += 1;
+        }
     }
 
     /// Leases a pipe for a slot that needs one. `false`: none to be had within the budget;
@@ -386,6 +394,9 @@ impl InFlight {
         let Some(slot) = self.get(k) else { return };
         debug_assert_eq!(slot.in_kernel, 0);
         let slot = self.slots.remove(k.0);
+        if slot.machine.is_some() && slot.mode == Mode::Chain {
+            self.chains -= 1;
+        }
         if slot.known {
             for key in [slot.src.shared_key(), slot.dst.shared_key()]
                 .into_iter()

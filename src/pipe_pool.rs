@@ -39,6 +39,9 @@ pub(crate) struct PipePool {
     idle: Vec<Pipe>,
     max_idle: usize,
     size: usize,
+    /// What the kernel grants for `size` (a power-of-two number of pages): what a new
+    /// pipe is checked against the budget with.
+    granted: usize,
     budget: usize,
     /// Capacity of every pipe alive, leased or idle.
     live: usize,
@@ -51,6 +54,7 @@ impl PipePool {
             idle: Vec::new(),
             max_idle,
             size,
+            granted: sys::granted_pipe_size(size),
             budget,
             live: 0,
             counters: PoolCounters::default(),
@@ -64,7 +68,7 @@ impl PipePool {
             self.counters.reused += 1;
             return Ok(Some(p));
         }
-        if self.live + self.size > self.budget {
+        if self.live + self.granted > self.budget {
             return Ok(None);
         }
         let (r, w) = sys::pipe().map_err(|e| Error::io(Op::Pipe, -1, e))?;
@@ -76,6 +80,17 @@ impl PipePool {
                 sys::pipe_size(w.as_raw_fd()).map_err(|e| Error::io(Op::Fcntl, w.as_raw_fd(), e))?
             }
         };
+        if self.live + cap > self.budget {
+            // The kernel gave more than asked (its default size after a refused resize):
+            // over budget, so the pipe is not kept. With none alive, none will come back.
+            if self.live == 0 {
+                return Err(Error::PipeBudget(format!(
+                    "the kernel granted a {cap}-byte pipe, over the budget of {} bytes",
+                    self.budget
+                )));
+            }
+            return Ok(None);
+        }
         self.live += cap;
         self.counters.created += 1;
         Ok(Some(Pipe { r, w, cap }))
@@ -120,5 +135,27 @@ mod tests {
         assert_eq!(pool.live_bytes(), c.capacity());
         pool.give(c, false);
         assert_eq!(pool.counters.created, 2);
+    }
+
+    /// The kernel rounds 48 KiB up to 64 KiB: the budget is checked with the rounded size,
+    /// so 15 such pipes fit under 1 MiB - 8 KiB, not 16.
+    #[test]
+    fn budget_counts_the_size_the_kernel_grants() {
+        assert_eq!(sys::granted_pipe_size(48 << 10), 64 << 10);
+        assert_eq!(sys::granted_pipe_size(1), 4096);
+        assert_eq!(sys::granted_pipe_size(1 << 20), 1 << 20);
+        let budget = (1 << 20) - (8 << 10);
+        let mut pool = PipePool::new(48 << 10, 64, budget);
+        let mut held = Vec::new();
+        while let Some(p) = pool.take().unwrap() {
+            assert_eq!(p.capacity(), 64 << 10);
+            held.push(p);
+            assert!(
+                pool.live_bytes() <= budget,
+                "{} > {budget}",
+                pool.live_bytes()
+            );
+        }
+        assert_eq!(held.len(), 15);
     }
 }

@@ -109,6 +109,14 @@ pub(crate) fn set_pipe_size(fd: RawFd, size: usize) -> io::Result<usize> {
     syscall!(fcntl(fd, libc::F_SETPIPE_SZ, size)).map(|n| n as usize)
 }
 
+/// The size `F_SETPIPE_SZ` grants for a request of `size` bytes: a power-of-two number of
+/// pages (`round_pipe_size()` in the kernel's fs/pipe.c).
+pub(crate) fn granted_pipe_size(size: usize) -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    size.div_ceil(page).max(1).next_power_of_two() * page
+}
+
 /// `F_GETPIPE_SZ`.
 pub(crate) fn pipe_size(fd: RawFd) -> io::Result<usize> {
     // SAFETY: F_GETPIPE_SZ takes no argument.

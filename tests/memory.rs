@@ -3,12 +3,12 @@
 //! - pipe memory stays within the configured budget with 5,000 socket→socket transfers in
 //!   flight at once: the engine's own count (`Stats::pipe_bytes`) after every engine call,
 //!   and the kernel's view (the pipes open in this process and their `F_GETPIPE_SZ`) at
-//!   checkpoints, which must agree with it (a second, ignored test does the same with a
-//!   pipe size the kernel rounds up, which the engine overruns today);
+//!   checkpoints, which must agree with it (a second test does the same with a pipe size
+//!   the kernel rounds up);
 //! - the engine's heap memory per idle in-flight transfer, excluding pipes, is at most
 //!   1 KiB, measured with a counting global allocator from before the engine is built, and
-//!   it all comes back when the engine is dropped (a second, ignored test measures idle
-//!   small messages, which `Auto` copies, and which are over the target today).
+//!   it all comes back when the engine is dropped (a second test measures idle small
+//!   messages, which `Auto` copies: their buffer is freed while they wait).
 //!
 //! `cargo test --test memory -- --nocapture` prints the measured figures.
 
@@ -628,9 +628,6 @@ fn pipe_memory_stays_within_budget_at_5000_transfers() {
 /// The same with a pipe size the kernel rounds up (`Builder::pipe_size`: "the size it
 /// grants is what is used and budgeted").
 #[test]
-#[ignore = "engine bug: PipePool::take checks the budget against the requested pipe_size but \
-            counts the granted size, so 16 pipes of 64 KiB (asked: 48 KiB) reach 1048576 \
-            bytes under a budget of 1040384"]
 fn pipe_memory_stays_within_budget_when_the_kernel_rounds_pipes_up() {
     let _g = common::serial();
     common::run_configs(&CONFIGS, |cfg| budget_run(cfg, ROUNDED));
@@ -787,9 +784,6 @@ fn heap_per_idle_transfer_is_at_most_1_kib() {
 /// sockets with read/write instead of splicing it; the same target applies to those
 /// transfers while they wait.
 #[test]
-#[ignore = "over the target: 17,232 bytes per idle transfer (io_uring; 17,291 fallback): the \
-            copy route allocates its buffer, the message's size (16 KiB here), on the first \
-            read attempt and keeps it while the source stays unreadable"]
 fn heap_per_idle_small_message_is_at_most_1_kib() {
     let _g = common::serial();
     let configs = common::configs(&[Strategy::Auto]);

@@ -93,6 +93,8 @@ pub(crate) enum Park {
 
 /// The largest read/write buffer of a copy.
 const COPY_BUF: usize = 256 << 10;
+/// Copy buffers up to this size are freed while their transfer waits for its source.
+const KEEP_BUF: usize = 64 << 10;
 /// Most syscalls one transfer makes in one pass, so a stream of tiny results cannot hold
 /// the loop.
 const MAX_CALLS: u32 = 64;
@@ -126,6 +128,14 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
             Action::Finish => return Park::Finish,
             Action::WaitReadable => {
                 if slot.src_pollable {
+                    // An idle transfer keeps no small copy buffer (a few KiB each across
+                    // thousands of waiting messages); large ones are kept, since freeing
+                    // and making them again would cost mmap/munmap per wait.
+                    if slot.machine().staged() == 0
+                        && slot.buf.as_ref().is_some_and(|b| b.data.len() <= KEEP_BUF)
+                    {
+                        slot.buf = None;
+                    }
                     return Park::Readable;
                 }
                 slot.machine().ready();

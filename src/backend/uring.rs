@@ -699,6 +699,9 @@ impl Readiness for Uring {
     /// `-ECANCELED`, nothing moved); the empty pipe is handed to the waiter, and the idle
     /// transfer waits for readiness without a pipe.
     fn pipe_wanted(&mut self, fl: &mut InFlight) {
+        if fl.chains == 0 {
+            return; // inline transfers hold pipes only while the pipes hold bytes
+        }
         let victim = fl.slots.iter().find_map(|(i, s)| {
             let idle_hold = s.mode == Mode::Chain
                 && s.pipe.is_some()
