@@ -40,6 +40,11 @@
 //!   `engine.poll()` call and the accepts); for `blocking`, the longest single `sendfile`
 //!   call, which by design blocks one client's thread only (and lasts the whole transfer on
 //!   a blocking socket); not measured for `copy`.
+//!   The wall time includes being preempted (32 client threads share 2 cores), so two
+//!   columns split it for the event loops, from `getrusage(RUSAGE_THREAD)` around every
+//!   iteration: **busy**, the most CPU one iteration used (the work one `engine.poll()`
+//!   does), and **sleeps**, how many times the loop thread went to sleep inside an
+//!   iteration (voluntary context switches: blocked on a disk read, or on a lock), per run.
 //! - **gap**: the longest any client waited between two reads that returned data (from its
 //!   connect to the first byte, then between reads), the largest over clients: what a cold
 //!   read on a server's only thread does to the other clients.
@@ -325,7 +330,57 @@ fn resident_fraction(path: &Path) -> io::Result<f64> {
 /// What a server reports: its longest stall, and the engine's stats if any.
 struct Served {
     stall: Option<Duration>,
+    /// Event-loop servers: the most CPU one iteration used, and the sleeps inside iterations.
+    busy: Option<Duration>,
+    sleeps: Option<u64>,
     stats: String,
+}
+
+/// The calling thread's CPU time and voluntary context switches (`RUSAGE_THREAD`).
+fn thread_usage() -> (Duration, u64) {
+    // SAFETY: `ru` is a valid rusage for getrusage to fill.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (
+        Duration::from_micros(us(ru.ru_utime) + us(ru.ru_stime)),
+        ru.ru_nvcsw as u64,
+    )
+}
+
+/// An event loop's iterations, from its wait returning to its next wait: the longest (wall
+/// time, which includes being preempted), the most CPU one used, and how often the thread
+/// went to sleep inside one (a voluntary context switch: blocked, e.g. on a disk read).
+#[derive(Default)]
+struct LoopTimes {
+    stall: Duration,
+    busy: Duration,
+    sleeps: u64,
+}
+
+impl LoopTimes {
+    fn start() -> (Instant, (Duration, u64)) {
+        (Instant::now(), thread_usage())
+    }
+
+    fn end(&mut self, (t0, (cpu0, vcsw0)): (Instant, (Duration, u64))) {
+        self.stall = self.stall.max(t0.elapsed());
+        let (cpu1, vcsw1) = thread_usage();
+        self.busy = self.busy.max(cpu1.saturating_sub(cpu0));
+        self.sleeps += vcsw1 - vcsw0;
+    }
+
+    fn served(self, stats: String) -> Served {
+        Served {
+            stall: Some(self.stall),
+            busy: Some(self.busy),
+            sleeps: Some(self.sleeps),
+            stats,
+        }
+    }
 }
 
 fn serve_engine(
@@ -343,7 +398,7 @@ fn serve_engine(
     listener.set_nonblocking(true)?;
     let (mut accepted, mut finished) = (0usize, 0usize);
     let mut done = Vec::new();
-    let mut stall = Duration::ZERO;
+    let mut times = LoopTimes::default();
     while finished < n {
         let mut fds = [
             libc::pollfd {
@@ -370,7 +425,7 @@ fn serve_engine(
             }
             return Err(format!("poll: {e}").into());
         }
-        let t0 = Instant::now();
+        let t0 = LoopTimes::start();
         let mut submitted = false;
         if fds[0].revents != 0 {
             while accepted < n {
@@ -407,12 +462,9 @@ fn serve_engine(
                 finished += 1; // dropping the completion closes the socket
             }
         }
-        stall = stall.max(t0.elapsed());
+        times.end(t0);
     }
-    Ok(Served {
-        stall: Some(stall),
-        stats: format!("{:?}", engine.stats()),
-    })
+    Ok(times.served(format!("{:?}", engine.stats())))
 }
 
 /// One thread per client; `each` serves one socket and returns its longest call.
@@ -482,7 +534,7 @@ fn std_copy(mut sock: TcpStream) -> io::Result<Duration> {
 }
 
 /// Go's `poll.SendFile` on one netpoller thread.
-fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult<Duration> {
+fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult<Served> {
     struct Conn {
         sock: TcpStream,
         file: File,
@@ -509,7 +561,7 @@ fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult
     add(listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER)?;
     let mut conns: Vec<Option<Conn>> = Vec::with_capacity(n);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
-    let (mut finished, mut stall) = (0usize, Duration::ZERO);
+    let (mut finished, mut times) = (0usize, LoopTimes::default());
     // Sends until done (true) or EAGAIN (false), like Go's SendFile loop.
     let pump = |c: &mut Conn| -> io::Result<bool> {
         loop {
@@ -549,7 +601,7 @@ fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult
             }
             return Err(format!("epoll_wait: {e}").into());
         }
-        let t0 = Instant::now();
+        let t0 = LoopTimes::start();
         for ev in &events[..k as usize] {
             let mut ready = Vec::new();
             if ev.u64 == LISTENER {
@@ -587,9 +639,9 @@ fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult
                 }
             }
         }
-        stall = stall.max(t0.elapsed());
+        times.end(t0);
     }
-    Ok(stall)
+    Ok(times.served(String::new()))
 }
 
 /// The child: `--serve KIND --file PATH --clients N`.
@@ -628,16 +680,17 @@ fn serve_main(mut it: impl Iterator<Item = String>) -> BoxResult<()> {
         Kind::Fallback => serve_engine(BackendPreference::Fallback, listener, &path, len, n)?,
         Kind::Blocking => Served {
             stall: Some(serve_threads(listener, n, blocking_sendfile)?),
+            busy: None,
+            sleeps: None,
             stats: String::new(),
         },
-        Kind::Go => Served {
-            stall: Some(serve_go(listener, &path, len, n)?),
-            stats: String::new(),
-        },
+        Kind::Go => serve_go(listener, &path, len, n)?,
         Kind::Copy => {
             serve_threads(listener, n, std_copy)?;
             Served {
                 stall: None,
+                busy: None,
+                sleeps: None,
                 stats: String::new(),
             }
         }
@@ -645,10 +698,12 @@ fn serve_main(mut it: impl Iterator<Item = String>) -> BoxResult<()> {
     let (cpu1, csw1) = self_usage();
     writeln!(
         out,
-        "done cpu={:.6} csw={} stall_us={} stats={}",
+        "done cpu={:.6} csw={} stall_us={} busy_us={} sleeps={} stats={}",
         cpu1 - cpu0,
         csw1 - csw0,
         served.stall.map_or(-1, |d| d.as_micros() as i64),
+        served.busy.map_or(-1, |d| d.as_micros() as i64),
+        served.sleeps.map_or(-1, |n| n as i64),
         served.stats
     )?;
     out.flush()?;
@@ -870,6 +925,8 @@ struct Run {
     cpu_per_gb: f64,
     csw_per_gib: f64,
     stall: Option<Duration>,
+    busy: Option<Duration>,
+    sleeps: Option<u64>,
     gap: Duration,
     /// CPU used by other processes during the run, as a share of the machine.
     other: f64,
@@ -914,6 +971,8 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
     let cpu: f64 = field(&done, "cpu")?.parse()?;
     let csw: u64 = field(&done, "csw")?.parse()?;
     let stall_us: i64 = field(&done, "stall_us")?.parse()?;
+    let busy_us: i64 = field(&done, "busy_us")?.parse()?;
+    let sleeps: i64 = field(&done, "sleeps")?.parse()?;
     let stats = done.split_once("stats=").map_or("", |(_, s)| s).to_string();
     let gb = total as f64 / 1e9;
     // What neither the server nor this process (the clients) used: other jobs, and kernel
@@ -925,13 +984,15 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
         cpu_per_gb: cpu / gb,
         csw_per_gib: csw as f64 / (total as f64 / (1u64 << 30) as f64),
         stall: (stall_us >= 0).then(|| Duration::from_micros(stall_us as u64)),
+        busy: (busy_us >= 0).then(|| Duration::from_micros(busy_us as u64)),
+        sleeps: (sleeps >= 0).then_some(sleeps as u64),
         gap,
         other,
         stats,
     };
     eprintln!(
         "  {:<23} {:>6.2} GB/s ({:.2} s)  CPU {:.3} s (getrusage) / {:.2} s (/proc ticks)  \
-         resident {:>5.1}%  stall {}  gap {:.1} ms  other {:.0}%",
+         resident {:>5.1}%  stall {}  busy {}  sleeps {}  gap {:.1} ms  other {:.0}%",
         kind.label(),
         run.gbps,
         wall.as_secs_f64(),
@@ -942,6 +1003,11 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
             "{:.1} ms",
             d.as_secs_f64() * 1e3
         )),
+        run.busy.map_or("-".to_string(), |d| format!(
+            "{:.1} ms",
+            d.as_secs_f64() * 1e3
+        )),
+        run.sleeps.map_or("-".to_string(), |n| n.to_string()),
         gap.as_secs_f64() * 1e3,
         other * 100.0,
     );
@@ -1048,7 +1114,7 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         args.rounds
     );
     println!(
-        "{:<23} {:>6} {:>11} {:>6} | {:>8} {:>6} | {:>9} | {:>9} {:>9} | {:>6}",
+        "{:<23} {:>6} {:>11} {:>6} | {:>8} {:>6} | {:>9} | {:>8} {:>7} {:>6} {:>8} | {:>6}",
         "server",
         "GB/s",
         "range",
@@ -1057,6 +1123,8 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         "x blk",
         "ctxsw/GiB",
         "stall ms",
+        "busy ms",
+        "sleeps",
         "gap ms",
         "other"
     );
@@ -1066,9 +1134,23 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         let (lo, hi) = g
             .iter()
             .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        let stalls: Vec<f64> = r.iter().filter_map(|x| x.stall.map(ms)).collect();
+        let med_of = |v: Vec<f64>, prec: usize| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.prec$}", median(&v))
+            }
+        };
+        let stall = med_of(r.iter().filter_map(|x| x.stall.map(ms)).collect(), 1);
+        let busy = med_of(r.iter().filter_map(|x| x.busy.map(ms)).collect(), 1);
+        let sleeps = med_of(
+            r.iter()
+                .filter_map(|x| x.sleeps.map(|n| n as f64))
+                .collect(),
+            0,
+        );
         println!(
-            "{:<23} {:>6.2} {:>11} {:>6} | {:>8.3} {:>6} | {:>9.0} | {:>9} {:>9.1} | {:>6}",
+            "{:<23} {:>6.2} {:>11} {:>6} | {:>8.3} {:>6} | {:>9.0} | {:>8} {:>7} {:>6} {:>8.1} | {:>6}",
             kind.label(),
             median(&g),
             format!("{lo:.2}-{hi:.2}"),
@@ -1076,11 +1158,9 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
             median(&r.iter().map(|x| x.cpu_per_gb).collect::<Vec<_>>()),
             ratio(i, |x| x.cpu_per_gb),
             median(&r.iter().map(|x| x.csw_per_gib).collect::<Vec<_>>()),
-            if stalls.is_empty() {
-                "-".to_string()
-            } else {
-                format!("{:.1}", median(&stalls))
-            },
+            stall,
+            busy,
+            sleeps,
             median(&r.iter().map(|x| ms(x.gap)).collect::<Vec<_>>()),
             format!(
                 "{:.0}%{}",
@@ -1096,9 +1176,11 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
     println!(
         "x blk: this server's figure / the blocking sendfile loop's in the same round (median \
          of rounds). CPU: the server process only (getrusage, all threads incl. io-wq workers).\n\
-         stall: longest busy stretch of a single-thread server's loop (blocking: longest \
-         sendfile call, a whole transfer on a blocking socket); gap: longest wait of any \
-         client between two reads.\n\
+         stall: longest iteration of a single-thread server's loop, wall time, preemption \
+         included (blocking: longest sendfile call, a whole transfer on a blocking socket); \
+         busy: most CPU one iteration used; sleeps: times the loop thread blocked inside an \
+         iteration (voluntary context switches, e.g. waiting for the disk), per run; \
+         gap: longest wait of any client between two reads.\n\
          other: the most CPU any round saw used outside the server and the clients (other jobs, \
          softirqs on idle CPUs), as a share of all CPUs; runs above --max-other were run again \
          (up to --retries times, counted as \"rerun\"): a high value is a run kept after its last retry."
