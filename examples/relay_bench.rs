@@ -274,6 +274,7 @@ struct Relay {
     addr: SocketAddr,
     out: BufReader<std::process::ChildStdout>,
     strace_file: Option<std::path::PathBuf>,
+    perf_file: Option<std::path::PathBuf>,
 }
 
 fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> BoxResult<Relay> {
@@ -283,6 +284,8 @@ fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> Box
         .strace
         .then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.strace")));
     let wrapped = strace_file.is_some() || args.perf;
+    let perf_file = (args.perf && strace_file.is_none())
+        .then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.perf.data")));
     let mut cmd = match &strace_file {
         Some(f) => {
             let mut c = Command::new("strace");
@@ -290,7 +293,7 @@ fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> Box
             c
         }
         None if args.perf => {
-            let data = std::env::temp_dir().join(format!("relay_bench-{tag}.perf.data"));
+            let data = perf_file.clone().ok_or("perf file")?;
             eprintln!("perf profile: {}", data.display());
             let mut c = Command::new("perf");
             c.args(["record", "-q", "-e", "cpu-clock", "-F", "2999", "-g", "-o"])
@@ -342,6 +345,7 @@ fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> Box
         addr,
         out,
         strace_file,
+        perf_file,
     })
 }
 
@@ -357,6 +361,9 @@ fn stop_relay(mut r: Relay) -> BoxResult<(String, Option<(u64, u64)>)> {
         .find(|l| l.starts_with("stats:"))
         .unwrap_or("")
         .to_string();
+    if let Some(f) = &r.perf_file {
+        eprintln!("profile {}: {}", f.display(), perf_summary(f)?);
+    }
     let calls = match &r.strace_file {
         Some(f) => {
             let text = std::fs::read_to_string(f)?;
@@ -393,6 +400,97 @@ fn stop_relay(mut r: Relay) -> BoxResult<(String, Option<(u64, u64)>)> {
         None => None,
     };
     Ok((stats, calls))
+}
+
+/// Where the proxy's CPU went, from a `perf record -g` profile: the share of samples under
+/// each syscall's entry point (children included, so the TCP/IP work a splice does counts
+/// in splice), io_uring's task work, and user space's own share.
+fn perf_summary(data: &std::path::Path) -> BoxResult<String> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--children",
+            "--sort",
+            "sym",
+            "--stdio",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut children: HashMap<String, f64> = HashMap::new();
+    let mut user_self = 0.0;
+    for l in text.lines() {
+        // "    68.09%     0.00%  [k] __x64_sys_splice"
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.len() < 4 || cols[0].starts_with('#') {
+            continue;
+        }
+        let (Some(c), Some(s)) = (
+            cols[0]
+                .strip_suffix('%')
+                .and_then(|v| v.parse::<f64>().ok()),
+            cols[1]
+                .strip_suffix('%')
+                .and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        if cols[2] == "[.]" {
+            user_self += s;
+        }
+        children.insert(cols[3..].join(" "), c);
+    }
+    let get = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| children.get(*n).unwrap_or(&0.0))
+            .sum::<f64>()
+    };
+    let parts = [
+        ("splice(2)", get(&["__x64_sys_splice"])),
+        ("io_uring_enter", get(&["__x64_sys_io_uring_enter"])),
+        (
+            "epoll",
+            get(&["__x64_sys_epoll_wait", "__x64_sys_epoll_ctl"]),
+        ),
+        (
+            "poll+read+write",
+            get(&["__x64_sys_poll", "__x64_sys_read", "__x64_sys_write"]),
+        ),
+        (
+            "sendto/recvfrom",
+            get(&["__x64_sys_sendto", "__x64_sys_recvfrom"]),
+        ),
+        (
+            "conn setup/teardown",
+            get(&[
+                "__x64_sys_accept4",
+                "__x64_sys_connect",
+                "__x64_sys_socket",
+                "__x64_sys_close",
+                "__x64_sys_shutdown",
+                "__x64_sys_ioctl",
+                "__x64_sys_fcntl",
+                "__x64_sys_newfstatat",
+                "__x64_sys_getsockopt",
+                "__x64_sys_setsockopt",
+            ]),
+        ),
+        // Task work (io_uring's poll completions) runs on the way out of a syscall or an
+        // interrupt: it overlaps the syscall shares above.
+        ("task_work_run", get(&["task_work_run"])),
+        ("all syscalls", get(&["do_syscall_64"])),
+        ("user space (self)", user_self),
+    ];
+    Ok(parts
+        .iter()
+        .map(|(n, v)| format!("{n} {v:.1}%"))
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 /// One run of the load through `to` (the sink, or a relay in front of it).
