@@ -82,6 +82,10 @@ pub(crate) struct Slot {
     pub(crate) waiting_pipe: bool,
     /// Whether this slot's shared endpoints are counted in [`InFlight::known`].
     known: bool,
+    /// A file source on the inline strategy whose fills run inline only when the chunk is
+    /// in the page cache, and go to an io-wq worker otherwise (io_uring, `Auto`, file to
+    /// socket).
+    pub(crate) offload_fills: bool,
     deadline: Option<Instant>,
     idle: Option<Duration>,
     /// When bytes last reached the destination (or the transfer was submitted).
@@ -182,6 +186,7 @@ impl InFlight {
             reclaim_sent: false,
             waiting_pipe: false,
             known: false,
+            offload_fills: false,
             deadline: t.timeout.map(|d| now + d),
             idle: t.idle_timeout,
             last_progress: now,
@@ -293,8 +298,19 @@ impl InFlight {
         slot.src_pollable = src_kind != FdKind::File;
         slot.dst_pollable = dst_kind != FdKind::File;
         slot.dst_socket = dst_kind == FdKind::Socket;
+        // A file sent to a socket: fills of chunks in the page cache run inline (they cannot
+        // wait for the disk), other fills go to io-wq, and drains run inline as for
+        // sockets. Chains would hand every drain to a worker too, and a short drain into
+        // a full socket cancels the rest of the chain.
+        slot.offload_fills = chain_available
+            && !copy
+            && strategy == Strategy::Auto
+            && src_kind == FdKind::File
+            && dst_kind == FdKind::Socket
+            && route == Route::Pipe
+            && src_off.is_some(); // cachestat needs the offset; the file position may be anywhere
         slot.mode = match strategy {
-            _ if !chain_available || copy => Mode::Inline,
+            _ if !chain_available || copy || slot.offload_fills => Mode::Inline,
             Strategy::Chain => Mode::Chain,
             Strategy::Inline => Mode::Inline,
             Strategy::Auto if src_kind == FdKind::File => Mode::Chain,

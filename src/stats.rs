@@ -19,7 +19,8 @@ pub struct Stats {
     pub polls: u64,
     /// `splice(2)`, `read(2)` and `write(2)` calls made inline by the engine's thread.
     pub inline_calls: u64,
-    /// Rounds of linked `IORING_OP_SPLICE` operations submitted.
+    /// Rounds of linked `IORING_OP_SPLICE` operations submitted (a single fill of a file
+    /// chunk that is not in the page cache counts as one).
     pub chain_rounds: u64,
     /// Pipes created.
     pub pipes_created: u64,

@@ -117,6 +117,63 @@ pub(crate) fn granted_pipe_size(size: usize) -> usize {
     size.div_ceil(page).max(1).next_power_of_two() * page
 }
 
+/// `cachestat(2)` (Linux 6.5+) is missing or forbidden here: stop asking.
+static NO_CACHESTAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether every page of `[off, off + len)` of a regular file is in the page cache, so a
+/// read of it will not wait for the disk: `cachestat(2)`, one syscall for any range. `false`
+/// when unknown (no cachestat: Linux before 6.5, a seccomp filter, a filesystem without
+/// it). A page evicted between this call and the read makes that read wait after all; the
+/// window is one syscall wide.
+pub(crate) fn page_cached(fd: RawFd, off: u64, len: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if len == 0 || NO_CACHESTAT.load(Relaxed) {
+        return false;
+    }
+    /// `struct cachestat_range` (include/uapi/linux/mman.h).
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    /// `struct cachestat`: only `nr_cache` is read.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        rest: [u64; 4],
+    }
+    // 451 on every architecture: cachestat was added (6.5, commit cf264e1329fb) after the
+    // syscall tables were unified; libc 0.2 names it only for some targets.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = Range {
+        off,
+        len: len as u64,
+    };
+    let mut st = Stat::default();
+    // SAFETY: both pointers are valid for the call; flags must be 0.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0 as libc::c_uint,
+        )
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error().raw_os_error();
+        if matches!(e, Some(libc::ENOSYS) | Some(libc::EPERM)) {
+            NO_CACHESTAT.store(true, Relaxed);
+        }
+        return false;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let pages = (off + len as u64).div_ceil(page) - off / page;
+    st.nr_cache >= pages
+}
+
 /// `F_GETPIPE_SZ`.
 pub(crate) fn pipe_size(fd: RawFd) -> io::Result<usize> {
     // SAFETY: F_GETPIPE_SZ takes no argument.

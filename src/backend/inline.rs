@@ -33,6 +33,14 @@ pub(crate) trait Readiness {
     /// A transfer has queued for the pipe budget: free a pipe that is only held idle, if
     /// the backend has any.
     fn pipe_wanted(&mut self, _fl: &mut InFlight) {}
+    /// Runs the slot's next fill (from a file not in the page cache) off the engine's
+    /// thread. Only io_uring can; the fallback never marks a slot for it, and reads inline.
+    fn offload_fill(&mut self, fl: &mut InFlight, k: Key) {
+        if let Some(slot) = fl.get(k) {
+            slot.offload_fills = false;
+        }
+        fl.ready.push_back(k);
+    }
 }
 
 /// Runs every transfer on the ready queue once (transfers that yield go to the back, for
@@ -55,6 +63,7 @@ pub(crate) fn run_ready<R: Readiness>(r: &mut R, fl: &mut InFlight, sigpipe_guar
             Park::Readable => r.arm(fl, k, Dir::Read),
             Park::Writable => r.arm(fl, k, Dir::Write),
             Park::NeedPipe => r.pipe_wanted(fl),
+            Park::Offload => r.offload_fill(fl, k),
             Park::Yield => fl.ready.push_back(k),
             Park::Finish => r.finish(fl, k),
         }
@@ -85,6 +94,8 @@ pub(crate) enum Park {
     Writable,
     /// Waiting for the pipe budget; the slot is queued for a returned pipe.
     NeedPipe,
+    /// Its next fill would wait for the disk: hand it to the kernel's workers.
+    Offload,
     /// Its share of this pass is used up; run it again on the next pass.
     Yield,
     /// Done: finish it.
@@ -159,6 +170,11 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                     };
                     let len = len.min(cap);
                     let off = slot.machine().src_off();
+                    if slot.offload_fills && !sys::page_cached(slot.src_fd, off.unwrap_or(0), len) {
+                        // Not counted as an inline call: the kernel's worker makes it.
+                        fl.stats.inline_calls -= 1;
+                        return Park::Offload;
+                    }
                     let r = res(sys::splice(slot.src_fd, off, wfd, None, len));
                     slot.machine().on_fill(r);
                     slot.machine().hint_short_read(len, r);

@@ -489,6 +489,12 @@ impl Uring {
             Action::Finish => unreachable!("advance finishes these"),
         }
         kinds.truncate(cap);
+        self.push_round(fl, k, &kinds);
+    }
+
+    /// Pushes one round: the operations `kinds` of slot `k`, linked in order (a fill
+    /// hard-linked to what follows, so a short fill still drains what it moved).
+    fn push_round(&mut self, fl: &mut InFlight, k: Key, kinds: &[(RoundKind, usize)]) {
         let slot = fl.get(k).expect("invariant: slot exists");
         let m = slot.machine.as_ref().expect("invariant: started");
         let pipe = slot.pipe.as_ref().map(|p| (p.read_fd(), p.write_fd()));
@@ -721,6 +727,16 @@ impl Readiness for Uring {
             .build()
             .user_data(INTERNAL);
         self.push(fl, &[e]);
+    }
+
+    /// One `SPLICE(file → pipe)` on an io-wq worker, for a chunk not in the page cache; the
+    /// drain that follows runs inline again.
+    fn offload_fill(&mut self, fl: &mut InFlight, k: Key) {
+        let Some(slot) = fl.get(k) else { return };
+        let cap = slot.pipe.as_ref().map_or(0, |p| p.capacity());
+        let len = slot.machine().next_len().min(cap);
+        debug_assert!(len > 0, "offload without a leased pipe");
+        self.push_round(fl, k, &[(RoundKind::Fill, len)]);
     }
 
     fn runs_inline(&self, slot: &crate::inflight::Slot) -> bool {
