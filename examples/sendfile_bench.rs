@@ -10,7 +10,8 @@
 //!
 //! Servers (`--servers`, all by default):
 //! - `uring`: ringsplice on the io_uring backend (`BackendPreference::IoUring`,
-//!   `Strategy::Auto`, so chains of linked splices run by io-wq workers), one thread;
+//!   `Strategy::Auto`: chunks in the page cache spliced inline, cold fills on io-wq
+//!   workers), one thread;
 //! - `fallback`: ringsplice on the fallback backend (epoll + inline `sendfile`), one thread;
 //! - `blocking`: a blocking `sendfile(2)` loop on a thread per client, asking for everything
 //!   that is left in each call, as a C server would;
