@@ -298,9 +298,9 @@ impl InFlight {
         slot.src_pollable = src_kind != FdKind::File;
         slot.dst_pollable = dst_kind != FdKind::File;
         slot.dst_socket = dst_kind == FdKind::Socket;
-        // A file sent to a socket: fills of chunks in the page cache run inline (they cannot
-        // wait for the disk), other fills go to io-wq, and drains run inline as for
-        // sockets. Chains would hand every drain to a worker too, and a short drain into
+        // A file sent to a socket: chunks in the page cache are sent inline with one
+        // `sendfile` (it cannot wait for the disk), other chunks are filled into the pipe
+        // by io-wq and drained inline as for sockets. Chains would hand every drain to a worker too, and a short drain into
         // a full socket cancels the rest of the chain.
         slot.offload_fills = chain_available
             && !copy
@@ -316,6 +316,10 @@ impl InFlight {
             Strategy::Auto if src_kind == FdKind::File => Mode::Chain,
             Strategy::Auto | Strategy::Copy => Mode::Inline,
         };
+        if slot.offload_fills {
+            // Cached chunks go out with one sendfile (see inline::run).
+            m.set_direct_op(Op::Sendfile);
+        }
         let chain = slot.mode == Mode::Chain;
         slot.machine = Some(m);
         if chain {

@@ -175,6 +175,25 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
             }
             Action::Fill { len } => {
                 let route = slot.machine().route();
+                if route == Route::Pipe && slot.offload_fills {
+                    let (src, dst) = (slot.src_fd, slot.dst_fd);
+                    let off = slot.machine().src_off();
+                    if sys::page_cached(src, off.unwrap_or(0), len) {
+                        // In the page cache: straight to the socket, no pipe of ours.
+                        let r = guarded(sigpipe_guard, || res(sys::sendfile(dst, src, off, len)));
+                        if let Ok(n) = r {
+                            moved += n as u64;
+                        }
+                        slot.machine().on_direct(r);
+                        continue;
+                    }
+                    if !fl.lease_pipe(k, true) {
+                        return Park::NeedPipe;
+                    }
+                    // Not counted as an inline call: the kernel's worker makes it.
+                    fl.stats.inline_calls -= 1;
+                    return Park::Offload;
+                }
                 if route == Route::Pipe {
                     if !fl.lease_pipe(k, true) {
                         return Park::NeedPipe;
@@ -186,11 +205,6 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                     };
                     let len = len.min(cap);
                     let off = slot.machine().src_off();
-                    if slot.offload_fills && !sys::page_cached(slot.src_fd, off.unwrap_or(0), len) {
-                        // Not counted as an inline call: the kernel's worker makes it.
-                        fl.stats.inline_calls -= 1;
-                        return Park::Offload;
-                    }
                     let r = res(sys::splice(slot.src_fd, off, wfd, None, len));
                     slot.machine().on_fill(r);
                     slot.machine().hint_short_read(len, r);
