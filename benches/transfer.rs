@@ -5,8 +5,8 @@
 //! cargo bench --bench transfer -- 'socket->socket/1MiB'   # one group
 //! ```
 //!
-//! Kinds: socket→socket, file→socket, pipe→socket, file→file. Sizes: 4 KiB, 64 KiB, 1 MiB,
-//! 64 MiB (one transfer only). Concurrency: 1 and 64 transfers at once, and 1000 for 4 KiB
+//! Kinds: socket→socket, file→socket, pipe→socket, file→file. Sizes: 4 KiB, 16 KiB (64 at
+//! once: the default copy threshold), 64 KiB, 1 MiB, 64 MiB (one transfer only). Concurrency: 1 and 64 transfers at once, and 1000 for 4 KiB
 //! with socket destinations. Each is run by:
 //! - `io_uring`: an engine on the io_uring backend (`Strategy::Auto`); skipped, with a note
 //!   on stderr, where io_uring is unavailable;
@@ -21,6 +21,15 @@
 //! is bytes per iteration (size × transfers).
 //!
 //! Samples are few and short so the whole run takes minutes; compare within one run.
+//!
+//! Environment:
+//! - `RINGSPLICE_BENCH_CPU=1`: each iteration is timed by the CPU time of the thread that
+//!   moves the bytes (`CLOCK_THREAD_CPUTIME_ID`: the engine's thread, or the read/write loop's)
+//!   instead of wall time; the helper threads and the scheduler's noise are left out. io-wq
+//!   workers are left out too, so use it for inline work (sockets, the copy route), not for
+//!   chains.
+//! - `RINGSPLICE_COPY_THRESHOLD=N`: the engines' `Builder::copy_threshold` (0 splices
+//!   everything), to compare the copy route with splicing at the same sizes.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -378,6 +387,7 @@ impl Fixture {
     /// One iteration: every transfer moves `size` bytes; returns how long it took.
     fn iteration(&self, size: u64, mover: &mut Mover) -> Duration {
         let t0 = Instant::now();
+        let cpu0 = cpu_mode().then(thread_cpu);
         if let Some(h) = &self.helper {
             h.start(size);
         }
@@ -385,10 +395,11 @@ impl Fixture {
             Mover::Engine(engine, done) => self.run_engine(engine, done, size),
             Mover::ReadWrite(buf) => self.run_copy(buf, size),
         }
+        let cpu = cpu0.map(|c0| thread_cpu().saturating_sub(c0));
         if let Some(h) = &self.helper {
             h.finish();
         }
-        t0.elapsed()
+        cpu.unwrap_or_else(|| t0.elapsed())
     }
 
     fn run_engine(&self, engine: &mut Engine, done: &mut Vec<Completion>, size: u64) {
@@ -545,13 +556,38 @@ enum Mover {
     ReadWrite(Vec<CopyState>),
 }
 
+/// `RINGSPLICE_BENCH_CPU=1`: time iterations by the moving thread's CPU.
+fn cpu_mode() -> bool {
+    std::env::var("RINGSPLICE_BENCH_CPU").is_ok_and(|v| v == "1")
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`: the scheduler's own count,
+/// in nanoseconds, not ticks).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 fn movers() -> Vec<(&'static str, Mover)> {
     let mut v = Vec::new();
     for (name, pref) in [
         ("io_uring", BackendPreference::IoUring),
         ("fallback", BackendPreference::Fallback),
     ] {
-        match Engine::builder().backend(pref).honor_env(false).build() {
+        let mut b = Engine::builder().backend(pref).honor_env(false);
+        if let Some(t) = std::env::var("RINGSPLICE_COPY_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            b = b.copy_threshold(t);
+        }
+        match b.build() {
             Ok(e) => {
                 debug_assert!(
                     pref != BackendPreference::Fallback || e.backend() == Backend::Fallback
@@ -570,6 +606,7 @@ fn cases(kind: Kind) -> Vec<(u64, usize)> {
     let mut v = vec![
         (4 * KIB, 1),
         (4 * KIB, 64),
+        (16 * KIB, 64),
         (64 * KIB, 1),
         (64 * KIB, 64),
         (MIB, 1),

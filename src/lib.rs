@@ -36,8 +36,8 @@
 //! - [`Strategy::Copy`]: readiness, then non-blocking `read(2)`/`write(2)` through an
 //!   engine buffer, no pipe;
 //! - [`Strategy::Auto`] (default): chains for regular-file sources, inline otherwise, and a
-//!   copy for a known length of at most [`Builder::copy_threshold`] (16 KiB) between two
-//!   sockets, counted in [`Stats::copies`];
+//!   copy for a known length of at most [`Builder::copy_threshold`] (default 0: never)
+//!   between two sockets, counted in [`Stats::copies`];
 //! - one side a pipe: one splice, no intermediate pipe; splice refused (`EINVAL` before any
 //!   byte moved): a read/write copy, counted in [`Stats::copy_fallbacks`];
 //! - [`Backend::Fallback`]: epoll readiness and inline syscalls, where io_uring or its

@@ -23,7 +23,7 @@ pub enum Strategy {
     /// may block, and the io-wq worker takes that off the caller's thread),
     /// [`Inline`](Strategy::Inline) for pollable sources (sockets, pipes), and
     /// [`Copy`](Strategy::Copy) when a socket sends a known length of at most
-    /// [`Builder::copy_threshold`](crate::Builder::copy_threshold) bytes to a socket
+    /// [`Builder::copy_threshold`](crate::Builder::copy_threshold) bytes (default 0: never) to a socket
     /// (splicing a few KiB through a pipe costs more than copying them; a pipe on either
     /// side is one direct splice, and a file source may block on the disk, so those are
     /// never copied by `Auto`).

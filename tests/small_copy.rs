@@ -1,6 +1,7 @@
 //! The copy route chosen per transfer: `Strategy::Auto` copies a known length of at most
-//! `Builder::copy_threshold` bytes from a pollable source to a socket with `read`/`write`
-//! (no pipe), `Strategy::Copy` copies anything, and everything else still splices.
+//! `Builder::copy_threshold` bytes (here 16 KiB; the default is 0, never) from a socket to a
+//! socket with `read`/`write` (no pipe), `Strategy::Copy` copies anything, and everything
+//! else still splices.
 //! `Stats::copies` counts the transfers started on the copy route by choice.
 
 mod common;
@@ -12,13 +13,13 @@ use std::sync::Arc;
 use common::{Config, Kind, Rng};
 use ringsplice::{Completion, Endpoint, Length, Stats, Strategy, Transfer};
 
+/// The threshold these tests set unless they say otherwise.
+const THRESHOLD: u64 = 16 << 10;
+
 /// `n` transfers of `len` bytes each from `kind` sources into TCP sockets, under `cfg`
 /// built with `threshold`; checks every byte and returns the engine's stats.
 fn run(cfg: Config, kind: Kind, n: usize, len: usize, threshold: Option<u64>) -> Stats {
-    let mut b = cfg.builder();
-    if let Some(t) = threshold {
-        b = b.copy_threshold(t);
-    }
+    let b = cfg.builder().copy_threshold(threshold.unwrap_or(THRESHOLD));
     let mut e = cfg.engine_from(b);
     let mut rng = Rng::new(0x5eed ^ len as u64);
     let mut writers = Vec::new();
@@ -84,7 +85,7 @@ fn auto_copies_small_socket_transfers_without_a_pipe() {
 fn auto_splices_above_the_threshold_and_from_files_and_pipes() {
     let _g = common::serial();
     common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
-        // One byte over the default threshold: spliced.
+        // One byte over the threshold: spliced.
         let s = run(cfg, Kind::Tcp, 4, (16 << 10) + 1, None);
         assert_eq!(s.copies, 0, "[{cfg}] {s:?}");
         assert!(s.pipes_created > 0, "[{cfg}] {s:?}");
@@ -101,6 +102,26 @@ fn auto_splices_above_the_threshold_and_from_files_and_pipes() {
         // A raised threshold copies larger transfers.
         let s = run(cfg, Kind::Tcp, 4, 256 << 10, Some(1 << 20));
         assert_eq!(s.copies, 4, "[{cfg}] {s:?}");
+    });
+}
+
+/// The default threshold is 0: `Auto` splices even one byte.
+#[test]
+fn auto_copies_nothing_by_default() {
+    let _g = common::serial();
+    common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
+        let mut e = cfg.engine();
+        let (src, mut feed) = common::tcp_pair();
+        let (dst, mut sink) = common::tcp_pair();
+        std::io::Write::write_all(&mut feed, b"x").unwrap();
+        e.submit(cfg.transfer(src, dst).length(Length::Exact(1)))
+            .unwrap();
+        let c = common::wait_one(&mut e, "one byte");
+        assert!(c.is_ok(), "[{cfg}] {:?}", c.result);
+        let mut b = [0u8; 1];
+        sink.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+        assert_eq!(e.stats().copies, 0, "[{cfg}] {:?}", e.stats());
     });
 }
 
