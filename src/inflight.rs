@@ -86,6 +86,8 @@ pub(crate) struct Slot {
     /// in the page cache, and go to an io-wq worker otherwise (io_uring, `Auto`, file to
     /// socket).
     pub(crate) offload_fills: bool,
+    /// For `offload_fills` without a source offset: the file position at start.
+    pub(crate) pos_base: Option<u64>,
     deadline: Option<Instant>,
     idle: Option<Duration>,
     /// When bytes last reached the destination (or the transfer was submitted).
@@ -187,6 +189,7 @@ impl InFlight {
             waiting_pipe: false,
             known: false,
             offload_fills: false,
+            pos_base: None,
             deadline: t.timeout.map(|d| now + d),
             idle: t.idle_timeout,
             last_progress: now,
@@ -300,15 +303,24 @@ impl InFlight {
         slot.dst_socket = dst_kind == FdKind::Socket;
         // A file sent to a socket: chunks in the page cache are sent inline with one
         // `sendfile` (it cannot wait for the disk), other chunks are filled into the pipe
-        // by io-wq and drained inline as for sockets. Chains would hand every drain to a worker too, and a short drain into
-        // a full socket cancels the rest of the chain.
+        // by io-wq and drained inline as for sockets. Chains would hand every drain to a
+        // worker too, and a short drain into a full socket cancels the rest of the chain.
         slot.offload_fills = chain_available
             && !copy
             && strategy == Strategy::Auto
             && src_kind == FdKind::File
             && dst_kind == FdKind::Socket
-            && route == Route::Pipe
-            && src_off.is_some(); // cachestat needs the offset; the file position may be anywhere
+            && route == Route::Pipe;
+        // Without an offset the file's own position is used (and advanced): cachestat is
+        // asked about `position at start + bytes taken`, a hint that is right unless
+        // something else moves the position meanwhile.
+        slot.pos_base = None;
+        if slot.offload_fills && src_off.is_none() {
+            match sys::file_position(fds.0) {
+                Ok(p) => slot.pos_base = Some(p),
+                Err(_) => slot.offload_fills = false,
+            }
+        }
         slot.mode = match strategy {
             _ if !chain_available || copy || slot.offload_fills => Mode::Inline,
             Strategy::Chain => Mode::Chain,

@@ -174,6 +174,16 @@ pub(crate) fn page_cached(fd: RawFd, off: u64, len: usize) -> bool {
     st.nr_cache >= pages
 }
 
+/// The file position (`lseek(fd, 0, SEEK_CUR)`).
+pub(crate) fn file_position(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: lseek takes no pointers.
+    let r = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
 /// `F_GETPIPE_SZ`.
 pub(crate) fn pipe_size(fd: RawFd) -> io::Result<usize> {
     // SAFETY: F_GETPIPE_SZ takes no argument.

@@ -142,3 +142,52 @@ fn chain_strategy_still_chains_file_sources() {
         }
     });
 }
+
+/// Without `source_offset` the file's own position is read from and advanced, cached or
+/// not, on every backend.
+#[test]
+fn file_position_is_used_and_advanced_without_an_offset() {
+    use std::io::{Seek, SeekFrom};
+    let _g = common::serial();
+    let data = Rng::new(5).bytes(LEN);
+    let file = DiskFile::new("pos", &data);
+    let skip = 1 << 20;
+    common::run_configs(&common::configs(&[Strategy::Auto]), |cfg| {
+        for cold in [false, true] {
+            if cold {
+                file.drop_cache();
+            } else {
+                std::fs::read(&file.0).unwrap();
+            }
+            let mut e = cfg.engine();
+            let (dst, sink) = common::tcp_pair();
+            let reader = common::spawn_reader(common::Peer::Tcp(sink));
+            let mut f = File::open(&file.0).unwrap();
+            f.seek(SeekFrom::Start(skip)).unwrap();
+            let want = &data[skip as usize..];
+            let t = cfg
+                .transfer(f, dst)
+                .length(Length::Exact(want.len() as u64));
+            e.submit(t).unwrap();
+            let c = common::wait_one(&mut e, "file position");
+            assert!(c.is_ok(), "[{cfg}] cold {cold}: {:?}", c.result);
+            assert_eq!(c.delivered, want.len() as u64);
+            let stats = e.stats();
+            let mut f = File::from(c.source.into_owned_fd().unwrap());
+            assert_eq!(
+                f.stream_position().unwrap(),
+                LEN as u64,
+                "[{cfg}] cold {cold}"
+            );
+            drop(c.destination);
+            let got = common::join(reader, "reader").unwrap();
+            assert!(got == want, "[{cfg}] cold {cold}: payload differs");
+            if cfg.backend == BackendPreference::IoUring && !cold {
+                assert_eq!(
+                    stats.chain_rounds, 0,
+                    "[{cfg}] warm went to io-wq: {stats:?}"
+                );
+            }
+        }
+    });
+}

@@ -177,8 +177,11 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
                 let route = slot.machine().route();
                 if route == Route::Pipe && slot.offload_fills {
                     let (src, dst) = (slot.src_fd, slot.dst_fd);
-                    let off = slot.machine().src_off();
-                    if sys::page_cached(src, off.unwrap_or(0), len) {
+                    let m = slot.machine();
+                    let off = m.src_off();
+                    let taken = m.delivered() + m.staged();
+                    let at = off.or(slot.pos_base.map(|b| b + taken)).unwrap_or(0);
+                    if sys::page_cached(src, at, len) {
                         // In the page cache: straight to the socket, no pipe of ours.
                         let r = guarded(sigpipe_guard, || res(sys::sendfile(dst, src, off, len)));
                         if let Ok(n) = r {
