@@ -181,10 +181,10 @@ fn drop_with_everything_in_flight(cfg: Config) {
     }
     let in_flight = e.in_flight();
     assert!(in_flight >= 114, "{what}: only {in_flight} in flight");
-    // File sources run as io-wq splice chains on io_uring (Chain, and Auto for files):
-    // their workers are alive now, and must be gone after the drop.
+    // File sources run as io-wq splice chains on io_uring under Chain (Auto sends cached
+    // files inline): their workers are alive now, and must be gone after the drop.
     let chains = cfg.backend == ringsplice::BackendPreference::IoUring
-        && cfg.strategy != ringsplice::Strategy::Inline;
+        && cfg.strategy == ringsplice::Strategy::Chain;
     if chains {
         assert!(
             iowq_workers() > 0,
