@@ -88,6 +88,8 @@ pub(crate) struct Slot {
     pub(crate) offload_fills: bool,
     /// For `offload_fills` without a source offset: the file position at start.
     pub(crate) pos_base: Option<u64>,
+    /// For `offload_fills` until end of file: the file's size at start.
+    pub(crate) src_size: Option<u64>,
     deadline: Option<Instant>,
     idle: Option<Duration>,
     /// When bytes last reached the destination (or the transfer was submitted).
@@ -190,6 +192,7 @@ impl InFlight {
             known: false,
             offload_fills: false,
             pos_base: None,
+            src_size: None,
             deadline: t.timeout.map(|d| now + d),
             idle: t.idle_timeout,
             last_progress: now,
@@ -318,6 +321,14 @@ impl InFlight {
         if slot.offload_fills && src_off.is_none() {
             match sys::file_position(fds.0) {
                 Ok(p) => slot.pos_base = Some(p),
+                Err(_) => slot.offload_fills = false,
+            }
+        }
+        // Until end of file: the size now bounds the look-ahead (see inline::run).
+        slot.src_size = None;
+        if slot.offload_fills && length.is_none() {
+            match sys::file_size(fds.0) {
+                Ok(n) => slot.src_size = Some(n),
                 Err(_) => slot.offload_fills = false,
             }
         }

@@ -174,6 +174,15 @@ pub(crate) fn page_cached(fd: RawFd, off: u64, len: usize) -> bool {
     st.nr_cache >= pages
 }
 
+/// A file's size (`fstat`).
+pub(crate) fn file_size(fd: RawFd) -> io::Result<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a valid out-pointer for one `struct stat`.
+    syscall!(fstat(fd, st.as_mut_ptr()))?;
+    // SAFETY: fstat succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() }.st_size.max(0) as u64)
+}
+
 /// The file position (`lseek(fd, 0, SEEK_CUR)`).
 pub(crate) fn file_position(fd: RawFd) -> io::Result<u64> {
     // SAFETY: lseek takes no pointers.
