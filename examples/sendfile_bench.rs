@@ -99,15 +99,21 @@ enum Kind {
     Blocking,
     Go,
     Copy,
+    /// A real Go server (`examples/support/go_sendfile_server.go`), from `--go-server`.
+    GoReal,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::Uring,
     Kind::Fallback,
     Kind::Blocking,
     Kind::Go,
     Kind::Copy,
+    Kind::GoReal,
 ];
+
+/// The Go server binary (`--go-server PATH`), which `go-real` runs.
+static GO_SERVER: OnceLock<PathBuf> = OnceLock::new();
 
 impl Kind {
     fn key(self) -> &'static str {
@@ -117,6 +123,7 @@ impl Kind {
             Kind::Blocking => "blocking",
             Kind::Go => "go",
             Kind::Copy => "copy",
+            Kind::GoReal => "go-real",
         }
     }
 
@@ -127,12 +134,13 @@ impl Kind {
             Kind::Blocking => "blocking sendfile loop",
             Kind::Go => "Go-style sendfile",
             Kind::Copy => "std::io::copy",
+            Kind::GoReal => "Go io.Copy (real Go)",
         }
     }
 
     fn parse(s: &str) -> BoxResult<Kind> {
         KINDS.into_iter().find(|k| k.key() == s).ok_or_else(|| {
-            format!("unknown server {s:?} (uring, fallback, blocking, go, copy)").into()
+            format!("unknown server {s:?} (uring, fallback, blocking, go, copy, go-real)").into()
         })
     }
 }
@@ -152,7 +160,8 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: sendfile_bench [--clients 1,32] [--mib 1024] [--rounds 3] [--cold] [--dir DIR (temp dir)] \
-     [--servers uring,fallback,blocking,go,copy] [--max-other PCT (15)] [--retries N (3)]"
+     [--servers uring,fallback,blocking,go,copy,go-real] [--go-server PATH] [--max-other PCT (15)] \
+     [--retries N (3)]"
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> BoxResult<Args> {
@@ -162,7 +171,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> BoxResult<Args> {
         rounds: 3,
         cold: false,
         dir: std::env::temp_dir(),
-        servers: KINDS.to_vec(),
+        servers: KINDS[..5].to_vec(),
         max_other: 15.0,
         retries: 3,
     };
@@ -194,6 +203,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> BoxResult<Args> {
                 a.retries = v.parse().map_err(|e| format!("--retries {v:?}: {e}"))?
             }
             "--dir" => a.dir = PathBuf::from(value()?),
+            "--go-server" => {
+                let p = PathBuf::from(value()?);
+                if !p.is_file() {
+                    return Err(format!("--go-server {p:?}: no such file").into());
+                }
+                let _ = GO_SERVER.set(p);
+            }
             "--servers" => {
                 a.servers = value()?
                     .split(',')
@@ -686,6 +702,7 @@ fn serve_main(mut it: impl Iterator<Item = String>) -> BoxResult<()> {
             stats: String::new(),
         },
         Kind::Go => serve_go(listener, &path, len, n)?,
+        Kind::GoReal => return Err("go-real is served by the --go-server binary".into()),
         Kind::Copy => {
             serve_threads(listener, n, std_copy)?;
             Served {
@@ -860,7 +877,13 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(kind: Kind, path: &Path, n: usize) -> BoxResult<ServerProc> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let bin = match kind {
+            Kind::GoReal => GO_SERVER.get().cloned().ok_or(
+                "go-real needs --go-server PATH (go build examples/support/go_sendfile_server.go)",
+            )?,
+            _ => std::env::current_exe()?,
+        };
+        let mut child = Command::new(bin)
             .arg("--serve")
             .arg(kind.key())
             .arg("--file")
