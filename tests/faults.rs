@@ -680,35 +680,8 @@ fn short_source(
     let what = format!("[{cfg}] {src_kind:?}->{dst_kind:?}: {have} bytes, Exact({ask})");
     let mut rng = Rng::for_test(&what);
     let payload = rng.bytes(have);
-    let mut keep = None;
-    let mut writer = None;
-    let src: OwnedFd = match src_kind {
-        Kind::File => {
-            let tf = TempFile::with_contents("short", &payload);
-            let f = tf.open_read();
-            keep = Some(tf);
-            f.into()
-        }
-        k => {
-            let (fd, peer) = common::stream_pair(k, true);
-            writer = Some(common::spawn_writer(peer, payload.clone()));
-            fd
-        }
-    };
-    let (mut dst_file, mut reader) = (None, None);
-    let dst: OwnedFd = match dst_kind {
-        Kind::File => {
-            let tf = TempFile::with_contents("short-dst", b"");
-            let f = tf.open_write();
-            dst_file = Some(tf);
-            f.into()
-        }
-        k => {
-            let (fd, peer) = common::stream_pair(k, false);
-            reader = Some(common::spawn_reader(peer));
-            fd
-        }
-    };
+    let (src, feed) = common::source_of(src_kind, "short", &payload);
+    let (dst, sink) = common::destination_of(dst_kind, "short-dst", b"");
     let id = e
         .submit(cfg.transfer(src, dst).length(Length::Exact(ask)).tag(12))
         .expect("submit");
@@ -730,16 +703,8 @@ fn short_source(
     assert_eq!(c.delivered, have as u64, "{what}: delivered");
     assert_eq!(c.undelivered, 0, "{what}: undelivered");
     drop(c);
-    if let Some(w) = writer {
-        common::join(w, &format!("{what}: writer")).expect("writer");
-    }
-    let got = match (dst_file, reader) {
-        (Some(tf), _) => tf.contents(),
-        (None, Some(r)) => common::join(r, &format!("{what}: reader")).expect("reader"),
-        (None, None) => unreachable!(),
-    };
-    common::assert_same_bytes(&got, &payload, &what);
-    drop(keep);
+    feed.finish(&what);
+    common::assert_same_bytes(&sink.contents(&what), &payload, &what);
 }
 
 #[test]

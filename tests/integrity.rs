@@ -141,22 +141,8 @@ fn run_case(cfg: Config, e: &mut Engine, c: Case, rng: &mut Rng, pool: &Pool) {
     };
 
     // The destination.
-    let mut dst_file = None;
-    let mut reader = None;
     let canvas = rng.bytes(CANVAS);
-    let dst_fd: OwnedFd = match c.dst {
-        Kind::File => {
-            let tf = TempFile::with_contents("dst", &canvas);
-            let f = tf.open_write();
-            dst_file = Some(tf);
-            f.into()
-        }
-        k => {
-            let (fd, peer) = common::stream_pair(k, false);
-            reader = Some(common::spawn_reader(peer));
-            fd
-        }
-    };
+    let (dst_fd, sink) = common::destination_of(c.dst, "dst", &canvas);
 
     let (src_raw, dst_raw) = (src_fd.as_raw_fd(), dst_fd.as_raw_fd());
     let tag = rng.next_u64();
@@ -198,8 +184,8 @@ fn run_case(cfg: Config, e: &mut Engine, c: Case, rng: &mut Rng, pool: &Pool) {
 
     // What reached the destination. Closing the engine's end ends the reader's stream.
     drop(dst_back);
-    match (dst_file, reader) {
-        (Some(tf), _) => {
+    match sink {
+        common::Sink::File(tf) => {
             let start = match c.dst_pos {
                 Pos::Offset(o) => o as usize,
                 _ => 0,
@@ -214,9 +200,8 @@ fn run_case(cfg: Config, e: &mut Engine, c: Case, rng: &mut Rng, pool: &Pool) {
             }
             common::assert_same_bytes(&tf.contents(), &want, &format!("{what}: destination file"));
         }
-        (None, Some(r)) => {
-            let got = common::join(r, &format!("{what}: reader"))
-                .unwrap_or_else(|err| panic!("{what}: reading the destination: {err}"));
+        stream @ common::Sink::Stream(_) => {
+            let got = stream.contents(&what);
             assert_eq!(
                 got.len() as u64,
                 done.delivered,
@@ -229,7 +214,6 @@ fn run_case(cfg: Config, e: &mut Engine, c: Case, rng: &mut Rng, pool: &Pool) {
             );
             common::assert_same_bytes(&got, payload, &format!("{what}: destination stream"));
         }
-        (None, None) => unreachable!(),
     }
 
     // What the source has left: an exact-length transfer takes not one byte more.
@@ -308,10 +292,8 @@ fn every_pair_at_once_on_one_engine() {
             what: String,
             payload: Vec<u8>,
             tag: u64,
-            dst_file: Option<TempFile>,
-            reader: Option<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>,
-            writer: Option<std::thread::JoinHandle<std::io::Result<usize>>>,
-            _src_file: Option<TempFile>,
+            feed: common::Feed,
+            sink: common::Sink,
         }
         let mut pending = std::collections::HashMap::new();
         for src in common::KINDS {
@@ -319,34 +301,8 @@ fn every_pair_at_once_on_one_engine() {
                 let size = rng.range(1, 300_000) as usize;
                 let payload = rng.bytes(size);
                 let what = format!("[{cfg}] {src:?}->{dst:?} {size} bytes (concurrent)");
-                let (mut src_file, mut writer) = (None, None);
-                let src_fd: OwnedFd = match src {
-                    Kind::File => {
-                        let tf = TempFile::with_contents("src", &payload);
-                        let f = tf.open_read();
-                        src_file = Some(tf);
-                        f.into()
-                    }
-                    k => {
-                        let (fd, peer) = common::stream_pair(k, true);
-                        writer = Some(common::spawn_writer(peer, payload.clone()));
-                        fd
-                    }
-                };
-                let (mut dst_file, mut reader) = (None, None);
-                let dst_fd: OwnedFd = match dst {
-                    Kind::File => {
-                        let tf = TempFile::with_contents("dst", b"");
-                        let f = tf.open_write();
-                        dst_file = Some(tf);
-                        f.into()
-                    }
-                    k => {
-                        let (fd, peer) = common::stream_pair(k, false);
-                        reader = Some(common::spawn_reader(peer));
-                        fd
-                    }
-                };
+                let (src_fd, feed) = common::source_of(src, "src", &payload);
+                let (dst_fd, sink) = common::destination_of(dst, "dst", b"");
                 let tag = rng.next_u64();
                 let id = e
                     .submit(cfg.transfer(src_fd, dst_fd).tag(tag))
@@ -357,10 +313,8 @@ fn every_pair_at_once_on_one_engine() {
                         what,
                         payload,
                         tag,
-                        dst_file,
-                        reader,
-                        writer,
-                        _src_file: src_file,
+                        feed,
+                        sink,
                     },
                 );
             }
@@ -373,15 +327,8 @@ fn every_pair_at_once_on_one_engine() {
             let what = &p.what;
             common::assert_ok_completion(&done, done.id, p.tag, p.payload.len() as u64, what);
             drop(done);
-            if let Some(w) = p.writer {
-                common::join(w, &format!("{what}: writer")).expect("write the source");
-            }
-            let got = match (p.dst_file, p.reader) {
-                (Some(tf), _) => tf.contents(),
-                (None, Some(r)) => common::join(r, &format!("{what}: reader")).expect("read"),
-                (None, None) => unreachable!(),
-            };
-            common::assert_same_bytes(&got, &p.payload, what);
+            p.feed.finish(what);
+            common::assert_same_bytes(&p.sink.contents(what), &p.payload, what);
         }
         assert!(pending.is_empty());
     });
@@ -400,20 +347,7 @@ fn into_an_append_only_file() {
                 let what = format!("[{cfg}] {src:?} -> O_APPEND file, {size} bytes");
                 let payload = rng.bytes(size);
                 let head = rng.bytes(1000);
-                let (mut keep, mut writer) = (None, None);
-                let src_fd: OwnedFd = match src {
-                    Kind::File => {
-                        let tf = TempFile::with_contents("append-src", &payload);
-                        let f = tf.open_read();
-                        keep = Some(tf);
-                        f.into()
-                    }
-                    k => {
-                        let (fd, peer) = common::stream_pair(k, true);
-                        writer = Some(common::spawn_writer(peer, payload.clone()));
-                        fd
-                    }
-                };
+                let (src_fd, feed) = common::source_of(src, "append-src", &payload);
                 let dst = TempFile::with_contents("append-dst", &head);
                 let f = std::fs::OpenOptions::new()
                     .append(true)
@@ -425,13 +359,10 @@ fn into_an_append_only_file() {
                 let c = common::wait_one(&mut e, &what);
                 common::assert_ok_completion(&c, id, 3, size as u64, &what);
                 drop(c);
-                if let Some(w) = writer {
-                    common::join(w, &what).expect("writer");
-                }
+                feed.finish(&what);
                 let mut want = head;
                 want.extend_from_slice(&payload);
                 common::assert_same_bytes(&dst.contents(), &want, &what);
-                drop(keep);
             }
         }
     });

@@ -22,32 +22,17 @@ fn run(cfg: Config, kind: Kind, n: usize, len: usize, threshold: Option<u64>) ->
     let b = cfg.builder().copy_threshold(threshold.unwrap_or(THRESHOLD));
     let mut e = cfg.engine_from(b);
     let mut rng = Rng::new(0x5eed ^ len as u64);
-    let mut writers = Vec::new();
-    let mut readers = Vec::new();
-    let mut payloads = Vec::new();
+    let mut checks = Vec::new();
     for i in 0..n {
         let data = rng.bytes(len);
-        let (dst, sink) = common::tcp_pair();
-        let src: Endpoint = match kind {
-            Kind::File => {
-                let f = common::TempFile::with_contents(&format!("small-{i}"), &data);
-                let fd = f.open_read();
-                drop(f); // unlinked; the open fd keeps the data
-                fd.into()
-            }
-            _ => {
-                let (src, peer) = common::stream_pair(kind, true);
-                writers.push(common::spawn_writer(peer, data.clone()));
-                src.into()
-            }
-        };
+        let (src, feed) = common::source_of(kind, &format!("small-{i}"), &data);
+        let (dst, sink) = common::destination_of(Kind::Tcp, "unused", b"");
         let t = cfg
             .transfer(src, dst)
             .length(Length::Exact(len as u64))
             .tag(i as u64);
         e.submit(t).unwrap();
-        readers.push(common::spawn_reader(common::Peer::Tcp(sink)));
-        payloads.push(data);
+        checks.push((feed, sink, data));
     }
     let done = common::wait_n(&mut e, n, "small transfers");
     for c in &done {
@@ -57,12 +42,10 @@ fn run(cfg: Config, kind: Kind, n: usize, len: usize, threshold: Option<u64>) ->
     }
     let stats = e.stats();
     drop(done); // closes the destinations: the readers see end of file
-    for w in writers {
-        common::join(w, "writer").unwrap();
-    }
-    for (r, want) in readers.into_iter().zip(&payloads) {
-        let got = common::join(r, "reader").unwrap();
-        assert!(got == *want, "[{cfg}] {kind:?} {len} B: payload differs");
+    let what = format!("[{cfg}] {kind:?} {len} B");
+    for (feed, sink, want) in checks {
+        feed.finish(&what);
+        assert!(sink.contents(&what) == want, "{what}: payload differs");
     }
     stats
 }

@@ -864,6 +864,76 @@ pub fn read_to_eof(kind: Kind, fd: OwnedFd) -> Vec<u8> {
     v
 }
 
+/// What feeds a source made by [`source_of`]: the temporary file it reads, or the helper
+/// thread writing into its stream.
+#[derive(Debug)]
+pub enum Feed {
+    File(TempFile),
+    Stream(JoinHandle<io::Result<usize>>),
+}
+
+impl Feed {
+    /// Waits for the writer, if any (panics, naming `what`, if it failed); removes the file.
+    pub fn finish(self, what: &str) {
+        if let Feed::Stream(w) = self {
+            join(w, &format!("{what}: writer"))
+                .unwrap_or_else(|e| panic!("{what}: writing the source: {e}"));
+        }
+    }
+}
+
+/// A transfer source of `kind` that yields `payload`: a temporary file holding it (named
+/// with `tag`), or the engine's end of a stream whose other end a helper thread writes it
+/// into and then closes.
+pub fn source_of(kind: Kind, tag: &str, payload: &[u8]) -> (OwnedFd, Feed) {
+    match kind {
+        Kind::File => {
+            let tf = TempFile::with_contents(tag, payload);
+            (tf.open_read().into(), Feed::File(tf))
+        }
+        k => {
+            let (fd, peer) = stream_pair(k, true);
+            (fd, Feed::Stream(spawn_writer(peer, payload.to_vec())))
+        }
+    }
+}
+
+/// Where the bytes of a destination made by [`destination_of`] end up: its temporary file,
+/// or the helper thread reading its stream to end of file.
+#[derive(Debug)]
+pub enum Sink {
+    File(TempFile),
+    Stream(JoinHandle<io::Result<Vec<u8>>>),
+}
+
+impl Sink {
+    /// Everything the destination holds: the whole file, or what the reader got. Call it
+    /// once the engine's end is closed (the reader waits for end of file).
+    pub fn contents(self, what: &str) -> Vec<u8> {
+        match self {
+            Sink::File(tf) => tf.contents(),
+            Sink::Stream(r) => join(r, &format!("{what}: reader"))
+                .unwrap_or_else(|e| panic!("{what}: reading the destination: {e}")),
+        }
+    }
+}
+
+/// A transfer destination of `kind`: a temporary file holding `initial` (named with `tag`),
+/// opened for writing, or the engine's end of a stream that a helper thread reads to end
+/// of file.
+pub fn destination_of(kind: Kind, tag: &str, initial: &[u8]) -> (OwnedFd, Sink) {
+    match kind {
+        Kind::File => {
+            let tf = TempFile::with_contents(tag, initial);
+            (tf.open_write().into(), Sink::File(tf))
+        }
+        k => {
+            let (fd, peer) = stream_pair(k, false);
+            (fd, Sink::Stream(spawn_reader(peer)))
+        }
+    }
+}
+
 /// A file in the temp directory, removed on drop.
 #[derive(Debug)]
 pub struct TempFile {
