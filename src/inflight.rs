@@ -317,7 +317,6 @@ impl InFlight {
         // Without an offset the file's own position is used (and advanced): cachestat is
         // asked about `position at start + bytes taken`, a hint that is right unless
         // something else moves the position meanwhile.
-        slot.pos_base = None;
         if slot.offload_fills && src_off.is_none() {
             match sys::file_position(fds.0) {
                 Ok(p) => slot.pos_base = Some(p),
@@ -325,7 +324,6 @@ impl InFlight {
             }
         }
         // Until end of file: the size now bounds the look-ahead (see inline::run).
-        slot.src_size = None;
         if slot.offload_fills && length.is_none() {
             match sys::file_size(fds.0) {
                 Ok(n) => slot.src_size = Some(n),
