@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendPreference {
     /// io_uring when this kernel and sandbox allow it, else the fallback. The environment
-    /// variable `RINGSPLICE_BACKEND` (`auto`, `io-uring`, `fallback`) overrides it.
+    /// variable `RINGSPLICE_BACKEND` (`auto`, `io-uring`, `fallback`) replaces this choice
+    /// (see [`Builder::backend`]).
     #[default]
     Auto,
     /// io_uring or an error naming what is missing.
@@ -137,12 +138,23 @@ impl Builder {
     }
 
     /// Which backend to run (default [`BackendPreference::Auto`]).
+    ///
+    /// An explicit [`IoUring`](BackendPreference::IoUring) or
+    /// [`Fallback`](BackendPreference::Fallback) is what runs: the environment does not
+    /// change it, and `IoUring` fails with [`Error::Unsupported`] where it cannot be had.
+    /// Only `Auto` listens to the operator's `RINGSPLICE_BACKEND` (`auto`, `io-uring`,
+    /// `fallback`; anything else fails the build with [`Error::InvalidInput`]), unless
+    /// [`honor_env(false)`](Builder::honor_env) was called.
+    /// [`Engine::backend_reason`] says when the variable made the choice.
+    ///
+    /// [`Engine::backend_reason`]: crate::Engine::backend_reason
     pub fn backend(mut self, b: BackendPreference) -> Builder {
         self.backend = b;
         self
     }
 
-    /// Whether `RINGSPLICE_BACKEND` may override [`Builder::backend`] (default `true`).
+    /// Whether `RINGSPLICE_BACKEND` may decide for [`BackendPreference::Auto`] (default
+    /// `true`; an explicit [`Builder::backend`] never listens to it).
     pub fn honor_env(mut self, yes: bool) -> Builder {
         self.env_override = yes;
         self

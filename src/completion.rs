@@ -30,4 +30,17 @@ impl Completion {
     pub fn is_ok(&self) -> bool {
         self.result.is_ok()
     }
+
+    /// The endpoints back, source first, for reuse in another transfer or to take the
+    /// fd out (see [`Endpoint::into_typed`]).
+    ///
+    /// ```no_run
+    /// # fn f(c: ringsplice::Completion) {
+    /// let (_file, sock) = c.into_endpoints();
+    /// let sock: std::net::TcpStream = sock.into_typed().expect("owned endpoint");
+    /// # }
+    /// ```
+    pub fn into_endpoints(self) -> (Endpoint, Endpoint) {
+        (self.source, self.destination)
+    }
 }

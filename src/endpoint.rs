@@ -99,6 +99,12 @@ impl Endpoint {
         }
     }
 
+    /// The owned fd back as the type it came in as (or any other that takes an `OwnedFd`):
+    /// `endpoint.into_typed::<TcpStream>()`. `None` for a shared or raw endpoint.
+    pub fn into_typed<T: From<OwnedFd>>(self) -> Option<T> {
+        self.into_owned_fd().map(T::from)
+    }
+
     /// The shared fd back, if this endpoint was made by [`Endpoint::shared`].
     pub fn into_shared_fd(self) -> Option<Arc<OwnedFd>> {
         match self.hold {

@@ -79,7 +79,8 @@ impl Engine {
     pub(crate) fn from_builder(cfg: Builder) -> Result<Engine> {
         let mut pref = cfg.backend;
         let mut why_env = String::new();
-        if cfg.env_override {
+        // The operator's variable refines `Auto` only: a backend the code names wins.
+        if cfg.env_override && cfg.backend == BackendPreference::Auto {
             match probe::env_preference() {
                 Ok(Some(p)) => {
                     pref = p;
@@ -217,6 +218,43 @@ impl Engine {
             Driver::Fallback(e) => e.cancel(&mut self.fl, k),
         }
         true
+    }
+
+    /// Runs every transfer in flight to its completion: [`wait`](Engine::wait)s until
+    /// [`in_flight`](Engine::in_flight) is 0, appending each completion to `out`, or until
+    /// `timeout` has passed. Returns how many completions were appended.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn f(engine: &mut ringsplice::Engine) -> ringsplice::Result<()> {
+    /// let mut done = Vec::new();
+    /// engine.wait_all(&mut done, Duration::from_secs(30))?;
+    /// assert!(done.iter().all(|c| c.is_ok()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] when `timeout` passes with transfers still in flight: they go on
+    /// (cancel them or call again), and the completions collected so far are in `out`.
+    /// Otherwise as [`flush`](Engine::flush).
+    pub fn wait_all(&mut self, out: &mut Vec<Completion>, timeout: Duration) -> Result<usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = 0;
+        while self.in_flight() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::TimedOut);
+            }
+            n += self.wait(out, Some(left))?;
+        }
+        Ok(n)
+    }
+
+    /// Bytes the transfer has delivered to its destination so far; `None` once its
+    /// completion has been queued (it then carries the final count). [`Stats::bytes`]
+    /// counts completed transfers only; this is the progress of one still running.
+    pub fn delivered(&self, id: TransferId) -> Option<u64> {
+        self.fl.key_of(id).map(|k| self.fl.delivered(k))
     }
 
     /// Transfers submitted whose completion has not yet been returned.

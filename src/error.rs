@@ -27,6 +27,12 @@ pub enum Op {
     Read,
     /// `write(2)`/`pwrite(2)` of the read/write copy used where splice is refused.
     Write,
+    /// `recv(2)` of one whole record from a datagram or seqpacket socket.
+    Recv,
+    /// `shutdown(2)` of the destination's write side ([`Transfer::shutdown_destination`]).
+    ///
+    /// [`Transfer::shutdown_destination`]: crate::Transfer::shutdown_destination
+    Shutdown,
     /// `IORING_OP_POLL_ADD` or `epoll_ctl(2)` waiting for readiness.
     Poll,
     /// `fstat(2)` while classifying an endpoint.
@@ -57,6 +63,8 @@ impl fmt::Display for Op {
             Op::CopyFileRange => "copy_file_range",
             Op::Read => "read",
             Op::Write => "write",
+            Op::Recv => "recv",
+            Op::Shutdown => "shutdown",
             Op::Poll => "poll",
             Op::Fstat => "fstat",
             Op::Fcntl => "fcntl",
@@ -92,6 +100,18 @@ pub enum Error {
         expected: u64,
         /// Bytes delivered to the destination.
         delivered: u64,
+    },
+    /// The next record of a datagram or seqpacket source is longer than what the
+    /// transfer's exact length has left. The record was not taken: it is still queued on
+    /// the source socket, and the bytes before it were delivered.
+    #[error("source fd {fd}: next record is {record} bytes, only {room} left of the transfer")]
+    RecordTooLong {
+        /// The source socket.
+        fd: RawFd,
+        /// The record's length.
+        record: u64,
+        /// Bytes the transfer had left to take.
+        room: u64,
     },
     /// The transfer was cancelled with [`Engine::cancel`](crate::Engine::cancel) or by
     /// dropping the engine.
@@ -147,6 +167,7 @@ impl From<Error> for io::Error {
         let kind = match &e {
             Error::Io { source, .. } => source.kind(),
             Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
+            Error::RecordTooLong { .. } => io::ErrorKind::InvalidData,
             Error::Cancelled => io::ErrorKind::Interrupted,
             Error::TimedOut => io::ErrorKind::TimedOut,
             Error::Full { .. } => io::ErrorKind::WouldBlock,

@@ -90,6 +90,8 @@ pub(crate) struct Slot {
     pub(crate) pos_base: Option<u64>,
     /// For `offload_fills` until end of file: the file's size at start.
     pub(crate) src_size: Option<u64>,
+    /// [`Transfer::shutdown_destination`]: shut the destination's write side at success.
+    shutdown_dst: bool,
     deadline: Option<Instant>,
     idle: Option<Duration>,
     /// When bytes last reached the destination (or the transfer was submitted).
@@ -193,6 +195,7 @@ impl InFlight {
             offload_fills: false,
             pos_base: None,
             src_size: None,
+            shutdown_dst: t.shutdown_destination,
             deadline: t.timeout.map(|d| now + d),
             idle: t.idle_timeout,
             last_progress: now,
@@ -236,12 +239,22 @@ impl InFlight {
             Length::UntilEof => None,
         };
         let fds = (slot.src_fd, slot.dst_fd);
+        let shutdown_dst = slot.shutdown_dst;
         let keys = [slot.src.shared_key(), slot.dst.shared_key()];
         let memo = [slot.src.known, slot.dst.known];
         let cached: [Option<FdInfo>; 2] = std::array::from_fn(|i| {
             memo[i].or_else(|| keys[i].and_then(|k| self.known.get(&k)).map(|e| e.0))
         });
-        let classified = classify((fds.0, cached[0]), (fds.1, cached[1]), src_off, dst_off);
+        let classified = classify((fds.0, cached[0]), (fds.1, cached[1]), src_off, dst_off)
+            .and_then(|(route, s, d)| {
+                if shutdown_dst && d.kind != FdKind::Socket {
+                    return Err(Error::InvalidInput(format!(
+                        "destination fd {}: shutdown_destination applies only to sockets",
+                        fds.1
+                    )));
+                }
+                Ok((route, s, d))
+            });
         let (mut route, src_kind, dst_kind, err) = match classified {
             Ok((route, s, d)) => {
                 for (key, info) in keys.into_iter().zip([s, d]) {
@@ -269,8 +282,13 @@ impl InFlight {
             && route == Route::Pipe
             && src_kind != FdKind::File
             && dst_kind == FdKind::Socket;
-        let copy =
-            err.is_none() && (strategy == Strategy::Copy || (strategy == Strategy::Auto && small));
+        let records = route == Route::Records;
+        if records {
+            self.stats.record_copies += 1;
+        }
+        let copy = err.is_none()
+            && !records
+            && (strategy == Strategy::Copy || (strategy == Strategy::Auto && small));
         if copy {
             route = Route::Copy;
             self.stats.copies += 1;
@@ -281,7 +299,7 @@ impl InFlight {
         // copy_file_range to files. The io_uring backend splices through its own 1 MiB
         // pipes instead: sendfile's internal pipe is the default 64 KiB.
         slot.via = Via::Splice;
-        if !chain_available && src_kind == FdKind::File && err.is_none() && !copy {
+        if !chain_available && src_kind == FdKind::File && err.is_none() && !copy && !records {
             match dst_kind {
                 FdKind::Socket => slot.via = Via::Sendfile,
                 FdKind::File => slot.via = Via::CopyFileRange,
@@ -331,7 +349,7 @@ impl InFlight {
             }
         }
         slot.mode = match strategy {
-            _ if !chain_available || copy || slot.offload_fills => Mode::Inline,
+            _ if !chain_available || copy || records || slot.offload_fills => Mode::Inline,
             Strategy::Chain => Mode::Chain,
             Strategy::Inline => Mode::Inline,
             Strategy::Auto if src_kind == FdKind::File => Mode::Chain,
@@ -452,10 +470,14 @@ impl InFlight {
             }
         }
         let mut m = slot.machine;
-        let (delivered, staged, result) = match m.as_mut() {
+        let (delivered, staged, mut result) = match m.as_mut() {
             Some(m) => (m.delivered(), m.staged(), m.outcome()),
             None => (0, 0, Err(Error::Cancelled)),
         };
+        if result.is_ok() && slot.shutdown_dst {
+            result = sys::shutdown_write(slot.dst_fd)
+                .map_err(|e| Error::io(Op::Shutdown, slot.dst_fd, e));
+        }
         if let Some(p) = slot.pipe {
             self.return_pipe(p, staged > 0);
         }
@@ -469,6 +491,14 @@ impl InFlight {
             source: slot.src,
             destination: slot.dst,
         });
+    }
+
+    /// Bytes a transfer in flight has delivered so far.
+    pub(crate) fn delivered(&self, k: Key) -> u64 {
+        self.slots
+            .get(k.0)
+            .and_then(|s| s.machine.as_ref())
+            .map_or(0, |m| m.delivered())
     }
 
     /// Records progress for the idle timeout; call after bytes may have moved.
@@ -539,16 +569,23 @@ pub(crate) fn id_of(key: usize, generation: u32) -> TransferId {
     TransferId(((generation as u64) << 32) | key as u64)
 }
 
-/// Chooses the route for a pair of fds and makes pollable ones non-blocking.
-/// `fstat`, and `F_GETFL` unless the fd is a socket.
+/// What an fd is: `fstat`, then `getsockopt(SO_TYPE)` for a socket or `F_GETFL` for
+/// anything else.
 fn probe_fd(fd: RawFd) -> Result<FdInfo> {
     let (kind, id) = sys::fd_kind(fd).map_err(|e| Error::io(Op::Fstat, fd, e))?;
-    let flags = if kind == FdKind::Socket {
-        libc::O_RDWR
+    let (flags, records) = if kind == FdKind::Socket {
+        let records = sys::socket_keeps_records(fd).map_err(|e| Error::io(Op::Fstat, fd, e))?;
+        (libc::O_RDWR, records)
     } else {
-        sys::status_flags(fd).map_err(|e| Error::io(Op::Fcntl, fd, e))?
+        let flags = sys::status_flags(fd).map_err(|e| Error::io(Op::Fcntl, fd, e))?;
+        (flags, false)
     };
-    Ok(FdInfo { kind, id, flags })
+    Ok(FdInfo {
+        kind,
+        id,
+        flags,
+        records,
+    })
 }
 
 /// Checks a transfer's endpoints, makes sockets and pipes non-blocking, and chooses the
@@ -569,31 +606,42 @@ fn classify(
         None => probe_fd(dst)?,
     };
     let (sk, dk) = (s.kind, d.kind);
-    if sk == FdKind::Directory || dk == FdKind::Directory {
-        return Err(Error::InvalidInput(format!(
-            "fd {} is a directory",
-            if sk == FdKind::Directory { src } else { dst }
-        )));
+    let invalid = |msg: String| Err(Error::InvalidInput(msg));
+    if sk == FdKind::Directory {
+        return invalid(format!("source fd {src} is a directory"));
+    }
+    if dk == FdKind::Directory {
+        return invalid(format!("destination fd {dst} is a directory"));
     }
     if sk == FdKind::Pipe && dk == FdKind::Pipe && s.id == d.id {
-        return Err(Error::InvalidInput(
-            "source and destination are the same pipe".into(),
+        return invalid(format!(
+            "source fd {src} and destination fd {dst} are the same pipe"
         ));
     }
-    if (src_off.is_some() && sk != FdKind::File) || (dst_off.is_some() && dk != FdKind::File) {
-        return Err(Error::InvalidInput(
-            "offsets apply only to regular files".into(),
+    if src_off.is_some() && sk != FdKind::File {
+        return invalid(format!(
+            "source fd {src}: offsets apply only to regular files"
+        ));
+    }
+    if dst_off.is_some() && dk != FdKind::File {
+        return invalid(format!(
+            "destination fd {dst}: offsets apply only to regular files"
         ));
     }
     if s.flags & libc::O_ACCMODE == libc::O_WRONLY {
-        return Err(Error::InvalidInput(format!(
-            "fd {src} is not open for reading"
-        )));
+        return invalid(format!("source fd {src} is not open for reading"));
     }
     if d.flags & libc::O_ACCMODE == libc::O_RDONLY {
-        return Err(Error::InvalidInput(format!(
-            "fd {dst} is not open for writing"
-        )));
+        return invalid(format!("destination fd {dst} is not open for writing"));
+    }
+    // A byte stream written into a datagram or seqpacket socket would be cut into records
+    // wherever a write happened to end: refuse it. A record source feeds it one record per
+    // write.
+    if d.records && !s.records {
+        return invalid(format!(
+            "destination fd {dst} is a datagram or seqpacket socket and source fd {src} is \
+             a byte stream: records would be cut at arbitrary points"
+        ));
     }
     let mut infos = [s, d];
     for ((fd, known), info) in [(src, src_known), (dst, dst_known)]
@@ -611,7 +659,9 @@ fn classify(
         .map_err(|e| Error::io(Op::Fcntl, fd, e))?;
         info.flags |= libc::O_NONBLOCK;
     }
-    let route = if sk == FdKind::Pipe || dk == FdKind::Pipe {
+    let route = if s.records {
+        Route::Records
+    } else if sk == FdKind::Pipe || dk == FdKind::Pipe {
         Route::Direct
     } else {
         Route::Pipe

@@ -5,7 +5,10 @@
 //! A transfer moves bytes along one of three routes:
 //! - `Pipe`: `src → engine pipe → dst` (neither side is a pipe);
 //! - `Direct`: one `splice` from `src` to `dst` (one side is a pipe);
-//! - `Copy`: `read` into a buffer, `write` out (splice refused the pair).
+//! - `Copy`: `read` into a buffer, `write` out (splice refused the pair);
+//! - `Records`: one whole record at a time from a datagram or seqpacket socket into a
+//!   buffer that holds it, then `write` out. Splicing such a socket into a pipe would keep
+//!   only the part of a record that fits and drop the rest.
 //!
 //! "Staged" bytes were taken from the source and not yet written: they sit in the engine's
 //! pipe (or buffer) and are drained before anything else happens.
@@ -18,6 +21,7 @@ pub(crate) enum Route {
     Pipe,
     Direct,
     Copy,
+    Records,
 }
 
 /// The next step the backend should carry out.
@@ -215,7 +219,28 @@ impl Machine {
             errno,
             libc::EINVAL | libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP
         ) && self.delivered == 0
-            && self.route != Route::Copy
+            && !matches!(self.route, Route::Copy | Route::Records)
+    }
+
+    /// Decides whether the next record, `len` bytes long, may be taken from the source: not
+    /// when it is longer than what an exact length has left, since taking part of a record
+    /// drops the rest. The transfer then fails with [`Error::RecordTooLong`] and the record
+    /// stays in the socket.
+    pub(crate) fn admit_record(&mut self, len: usize) -> bool {
+        match self.remaining {
+            Some(r) if len as u64 > r => {
+                self.set_error(
+                    Side::Source,
+                    Error::RecordTooLong {
+                        fd: self.src_fd,
+                        record: len as u64,
+                        room: r,
+                    },
+                );
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Names the syscall behind [`Action::Direct`] (splice unless told otherwise).
@@ -334,18 +359,17 @@ impl Machine {
     }
 
     fn fill_op(&self) -> Op {
-        if self.route == Route::Copy {
-            Op::Read
-        } else {
-            Op::SpliceIn
+        match self.route {
+            Route::Copy => Op::Read,
+            Route::Records => Op::Recv,
+            Route::Pipe | Route::Direct => Op::SpliceIn,
         }
     }
 
     fn drain_op(&self) -> Op {
-        if self.route == Route::Copy {
-            Op::Write
-        } else {
-            Op::SpliceOut
+        match self.route {
+            Route::Copy | Route::Records => Op::Write,
+            Route::Pipe | Route::Direct => Op::SpliceOut,
         }
     }
 
@@ -377,7 +401,7 @@ impl Machine {
         let len = self.next_len();
         match self.route {
             Route::Direct => Action::Direct { len },
-            Route::Pipe | Route::Copy => Action::Fill { len },
+            Route::Pipe | Route::Copy | Route::Records => Action::Fill { len },
         }
     }
 
@@ -567,5 +591,32 @@ mod tests {
         let mut m = m(Route::Pipe, Some(0));
         assert_eq!(m.next(), Action::Finish);
         assert!(m.outcome().is_ok());
+    }
+
+    #[test]
+    fn a_record_longer_than_what_is_left_is_refused_and_not_taken() {
+        let mut m = m(Route::Records, Some(150));
+        assert!(m.admit_record(100));
+        m.on_fill(Ok(100));
+        m.on_drain(Ok(100));
+        assert!(!m.admit_record(51));
+        assert_eq!(m.next(), Action::Finish);
+        match m.outcome() {
+            Err(Error::RecordTooLong { record, room, .. }) => assert_eq!((record, room), (51, 50)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((m.delivered(), m.staged()), (100, 0));
+    }
+
+    #[test]
+    fn records_never_fall_back_and_fill_past_the_chunk() {
+        let mut m = m(Route::Records, None);
+        // A record longer than the chunk is taken whole.
+        assert!(m.admit_record(1000));
+        m.on_fill(Ok(1000));
+        assert_eq!(m.next(), Action::Drain { len: 1000 });
+        m.on_drain(Err(libc::EINVAL));
+        assert_eq!(m.route(), Route::Records);
+        assert!(matches!(m.outcome(), Err(Error::Io { op: Op::Write, .. })));
     }
 }

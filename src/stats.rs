@@ -9,7 +9,10 @@ pub struct Stats {
     pub submitted: u64,
     /// Completions handed to the caller.
     pub completed: u64,
-    /// Bytes delivered to destinations, over all transfers.
+    /// Bytes delivered to destinations by transfers whose completion has been queued (in
+    /// a completion already returned or about to be). Bytes of transfers still running are
+    /// not counted until they complete: see [`Engine::delivered`](crate::Engine::delivered)
+    /// for one transfer's progress.
     pub bytes: u64,
     /// `io_uring_enter(2)` calls (io_uring backend) or `epoll_wait(2)` calls (fallback).
     pub enters: u64,
@@ -42,4 +45,7 @@ pub struct Stats {
     /// [`Strategy::Copy`]: crate::Strategy::Copy
     /// [`Strategy::Auto`]: crate::Strategy::Auto
     pub copies: u64,
+    /// Transfers from a datagram or seqpacket source: moved one whole record at a time
+    /// through an engine buffer (never through a pipe, which would cut records).
+    pub record_copies: u64,
 }

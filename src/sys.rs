@@ -50,6 +50,52 @@ pub(crate) struct FdInfo {
     pub(crate) id: (u64, u64),
     /// Status flags; for sockets just `O_RDWR` (their access mode), not read from the kernel.
     pub(crate) flags: i32,
+    /// A socket that keeps record boundaries (`SOCK_DGRAM`, `SOCK_SEQPACKET`): splicing it
+    /// into a pipe cuts any record that does not fit and drops the rest of it, so it is
+    /// only ever read a whole record at a time.
+    pub(crate) records: bool,
+}
+
+/// Whether a socket keeps record boundaries: `getsockopt(SO_TYPE)` is `SOCK_DGRAM` or
+/// `SOCK_SEQPACKET` (`SOCK_RAW` and `SOCK_RDM` deliver records too).
+pub(crate) fn socket_keeps_records(fd: RawFd) -> io::Result<bool> {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are valid out-pointers; `len` holds the size of `ty`.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_TYPE,
+        (&mut ty as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    Ok(matches!(
+        ty,
+        libc::SOCK_DGRAM | libc::SOCK_SEQPACKET | libc::SOCK_RAW | libc::SOCK_RDM
+    ))
+}
+
+/// The length of the next record queued on a record socket, without taking it:
+/// `recv(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT)` returns the record's full length whatever the
+/// buffer's size (UDP since Linux 2.6, AF_UNIX datagram and seqpacket since 3.4). `Ok(0)`:
+/// end of stream, or a record of zero bytes (the kernel reports both alike).
+///
+/// # References
+/// recv(2), `MSG_TRUNC`; `unix_dgram_recvmsg`, `udp_recvmsg` in the kernel sources.
+pub(crate) fn peek_record_len(fd: RawFd) -> io::Result<usize> {
+    let mut byte = 0u8;
+    let flags = libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    // SAFETY: the buffer is one valid byte; with length 0 the kernel writes none of it.
+    syscall!(recv(fd, (&mut byte as *mut u8).cast(), 0, flags)).map(|n| n as usize)
+}
+
+/// Takes the next record whole: `recv(MSG_TRUNC | MSG_DONTWAIT)` into `buf`. The result is
+/// the record's full length; more than `buf.len()` means the kernel cut it (another reader
+/// took the record [`peek_record_len`] saw and left a longer one).
+pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let flags = libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags)).map(|n| n as usize)
 }
 
 /// `fstat(2)`: the kind of the fd and its (device, inode) identity.
@@ -300,6 +346,12 @@ pub(crate) fn write(fd: RawFd, off: Option<u64>, buf: &[u8], socket: bool) -> io
         None => syscall!(write(fd, p, buf.len())),
     }
     .map(|n| n as usize)
+}
+
+/// `shutdown(fd, SHUT_WR)`: the socket's peer reads end of stream.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes two ints.
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
 
 /// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.

@@ -74,6 +74,7 @@ pub struct Transfer {
     pub(crate) strategy: Strategy,
     pub(crate) timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) shutdown_destination: bool,
 }
 
 impl Transfer {
@@ -89,6 +90,7 @@ impl Transfer {
             strategy: Strategy::Auto,
             timeout: None,
             idle_timeout: None,
+            shutdown_destination: false,
         }
     }
 
@@ -137,6 +139,18 @@ impl Transfer {
         self
     }
 
+    /// Once every byte has been delivered (the transfer completes `Ok`), shut down the
+    /// destination socket's write side (`shutdown(SHUT_WR)`), so its peer reads end of
+    /// stream while the socket stays open for the other direction: a half-close passed on,
+    /// as a proxy does when one side finishes sending (default `false`). The destination
+    /// must be a socket ([`Error::InvalidInput`](crate::Error::InvalidInput) otherwise); a
+    /// failed shutdown is the completion's error ([`Op::Shutdown`](crate::Op::Shutdown)).
+    /// Nothing is shut down when the transfer fails or is cancelled.
+    pub fn shutdown_destination(mut self, yes: bool) -> Transfer {
+        self.shutdown_destination = yes;
+        self
+    }
+
     /// Takes the transfer apart, giving back its endpoints.
     pub fn into_endpoints(self) -> (Endpoint, Endpoint) {
         (self.src, self.dst)
@@ -155,6 +169,7 @@ impl fmt::Debug for Transfer {
             .field("strategy", &self.strategy)
             .field("timeout", &self.timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("shutdown_destination", &self.shutdown_destination)
             .finish()
     }
 }

@@ -181,10 +181,48 @@ fn child_body() {
                 other => panic!("expected Unsupported, got {other:?}"),
             }
         }
-        "ENV" => assert!(reason.contains("RINGSPLICE_BACKEND"), "reason: {reason}"),
+        "ENV" => {
+            assert!(reason.contains("RINGSPLICE_BACKEND"), "reason: {reason}");
+            // The variable refines `Auto` only: a backend named in code is what runs.
+            let explicit = Engine::builder()
+                .backend(BackendPreference::IoUring)
+                .build();
+            match (common_io_uring_works(), explicit) {
+                (true, Ok(e)) => {
+                    assert_eq!(e.backend(), ringsplice::Backend::IoUring);
+                    assert!(
+                        !e.backend_reason().contains("RINGSPLICE_BACKEND"),
+                        "{}",
+                        e.backend_reason()
+                    );
+                }
+                (false, Err(Error::Unsupported(_))) => {}
+                (works, other) => panic!("io_uring works: {works}; explicit build: {other:?}"),
+            }
+            let fb = Engine::builder()
+                .backend(BackendPreference::Fallback)
+                .build()
+                .unwrap();
+            assert_eq!(fb.backend(), ringsplice::Backend::Fallback);
+            // `honor_env(false)` makes `Auto` deaf to it.
+            let deaf = Engine::builder().honor_env(false).build().unwrap();
+            assert!(
+                !deaf.backend_reason().contains("RINGSPLICE_BACKEND"),
+                "{}",
+                deaf.backend_reason()
+            );
+        }
         other => panic!("unknown expectation {other}"),
     }
     move_data(&mut engine);
+}
+
+/// Whether io_uring with its splice opcode can be had here, asked without the variable.
+fn common_io_uring_works() -> bool {
+    Engine::builder()
+        .honor_env(false)
+        .build()
+        .is_ok_and(|e| e.backend() == ringsplice::Backend::IoUring)
 }
 
 #[test]

@@ -180,6 +180,12 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
             }
             Action::Fill { len } => {
                 let route = slot.machine().route();
+                if route == Route::Records {
+                    if let Some(r) = fill_record(slot) {
+                        slot.machine().on_fill(r);
+                    }
+                    continue;
+                }
                 if route == Route::Pipe && slot.offload_fills {
                     let (src, dst) = (slot.src_fd, slot.dst_fd);
                     let m = slot.machine();
@@ -296,6 +302,48 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
         {
             fl.stats.copy_fallbacks += 1;
         }
+    }
+}
+
+/// Takes the next record of a datagram or seqpacket source whole into the transfer's
+/// buffer, grown to hold it. `None`: the machine refused the record (longer than the
+/// transfer has left), which stays queued on the socket.
+fn fill_record(slot: &mut crate::inflight::Slot) -> Option<OpResult> {
+    let fd = slot.src_fd;
+    let len = match sys::peek_record_len(fd) {
+        Ok(n) => n,
+        Err(e) => return Some(Err(e.raw_os_error().unwrap_or(libc::EIO))),
+    };
+    if len > 0 && !slot.machine().admit_record(len) {
+        return None;
+    }
+    let buf = slot.buf.get_or_insert_with(|| CopyBuf {
+        data: Box::default(),
+        start: 0,
+        end: 0,
+    });
+    if buf.data.len() < len {
+        buf.data = vec![0u8; len].into_boxed_slice();
+    }
+    // Length 0 is end of stream, or an empty record, which this takes off the socket.
+    let cap = buf.data.len();
+    match sys::recv_record(fd, &mut buf.data[..len.min(cap)]) {
+        Ok(n) if n > len => {
+            // Another reader took the record that was peeked at and this one was cut: the
+            // part that fit is delivered, and the transfer stops with the record's loss.
+            buf.start = 0;
+            buf.end = len;
+            slot.machine().on_fill(Ok(len));
+            slot.machine()
+                .fail_source(crate::error::Error::errno(Op::Recv, fd, libc::EMSGSIZE));
+            None
+        }
+        Ok(n) => {
+            buf.start = 0;
+            buf.end = n;
+            Some(Ok(n))
+        }
+        Err(e) => Some(Err(e.raw_os_error().unwrap_or(libc::EIO))),
     }
 }
 

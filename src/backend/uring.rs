@@ -744,6 +744,6 @@ impl Readiness for Uring {
             || slot
                 .machine
                 .as_ref()
-                .is_some_and(|m| m.route() == Route::Copy)
+                .is_some_and(|m| matches!(m.route(), Route::Copy | Route::Records))
     }
 }
