@@ -1639,12 +1639,9 @@ fn cancellation_storm() {
 /// How long dropping the engine may take before the test calls it a hang.
 const DROP_GUARD: Duration = Duration::from_secs(20);
 
-/// io_uring's io-wq worker threads of this process.
+/// io_uring's io-wq worker threads of this thread (the one that submits to the engine).
 fn iowq_workers() -> usize {
-    common::task_snapshot()
-        .values()
-        .filter(|name| name.starts_with("iou-wrk"))
-        .count()
+    common::iowq::mine()
 }
 
 fn dropped_mid_storm(cfg: Config) {
@@ -1704,10 +1701,7 @@ fn dropped_mid_storm(cfg: Config) {
     let workers = iowq_workers();
     let dropper = common::spawn_named("rs-test-dropper", move || drop(e));
     common::join_within(dropper, DROP_GUARD, &format!("{what}: Engine::drop"));
-    common::wait_until(
-        &format!("{what}: io-wq workers gone after the drop ({workers} before)"),
-        || iowq_workers() == 0,
-    );
+    common::iowq::assert_released_after_drop(&what);
     // Every peer must now see its end: the helper threads finish only then.
     let wrote = join_reports(w, STORM, &format!("{what}: writer"));
     let read = join_reports(r, STORM, &format!("{what}: reader"));

@@ -92,12 +92,9 @@ fn assert_closed_by_engine(peer: &mut Peer, what: &str) {
     }
 }
 
-/// io_uring's io-wq worker threads of this process.
+/// io_uring's io-wq worker threads of this thread (the one that submits to the engine).
 fn iowq_workers() -> usize {
-    common::task_snapshot()
-        .values()
-        .filter(|name| name.starts_with("iou-wrk"))
-        .count()
+    common::iowq::mine()
 }
 
 fn drop_with_everything_in_flight(cfg: Config) {
@@ -197,10 +194,7 @@ fn drop_with_everything_in_flight(cfg: Config) {
     let dropper = common::spawn_named("rs-test-dropper", move || drop(e));
     common::join_within(dropper, DROP_GUARD, &format!("{what}: Engine::drop"));
     dropped.store(true, Ordering::SeqCst);
-    common::wait_until(
-        &format!("{what}: io-wq workers gone after the drop"),
-        || iowq_workers() == 0,
-    );
+    common::iowq::assert_released_after_drop(&what);
 
     // Every endpoint it owned is closed: each peer sees end of file (or a reset).
     for (i, p) in idle_peers.iter_mut().enumerate() {

@@ -394,6 +394,69 @@ impl LeakCheck {
 }
 
 // ---------------------------------------------------------------------------------------
+// io-wq workers: what a dropped engine leaves behind, per kernel.
+
+/// io_uring's io-wq workers and the thread they belong to.
+pub mod iowq {
+    use super::*;
+
+    /// The io-wq workers of the thread `tid` (their `comm` is `iou-wrk-<tid>`).
+    pub fn workers_of(tid: u32) -> usize {
+        let name = format!("iou-wrk-{tid}");
+        task_snapshot().values().filter(|c| **c == name).count()
+    }
+
+    /// The io-wq workers of the calling thread.
+    pub fn mine() -> usize {
+        workers_of(current_tid())
+    }
+
+    /// The calling thread's id.
+    pub fn tid() -> u32 {
+        current_tid()
+    }
+
+    /// Idle workers a thread keeps after its last ring is gone on kernels without
+    /// exit-on-idle: io-wq never lets the last worker of an accounting class (bounded,
+    /// unbounded) time out, so one of each stays until the thread exits.
+    pub const KEPT_PER_THREAD: usize = 2;
+
+    /// Whether this kernel's io-wq lets idle workers exit once their task has no ring left
+    /// ("io-wq: add exit-on-idle state", 2026): probed as the kernel function that patch
+    /// adds, `io_wq_set_exit_on_idle`, in `/proc/kallsyms` (names are listed even where
+    /// addresses are hidden). Without it, [`KEPT_PER_THREAD`] workers stay with the thread.
+    pub fn exit_on_idle() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            let syms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+            let on = syms
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("io_wq_set_exit_on_idle"));
+            if syms.is_empty() {
+                say("note: /proc/kallsyms unreadable: io-wq exit-on-idle assumed absent");
+            }
+            on
+        })
+    }
+
+    /// What a dropped engine leaves on its (still running) thread, stated for every
+    /// kernel: with exit-on-idle, no worker once they are idle; without it, at most
+    /// [`KEPT_PER_THREAD`] once the others have timed out (io-wq's idle timeout is 5 s).
+    /// Either way they end when the thread exits, which [`run_configs`]' leak check
+    /// asserts.
+    pub fn assert_released_after_drop(what: &str) {
+        let limit = if exit_on_idle() { 0 } else { KEPT_PER_THREAD };
+        wait_until(
+            &format!(
+                "{what}: at most {limit} io-wq workers left after the drop (exit-on-idle: {})",
+                exit_on_idle()
+            ),
+            || mine() <= limit,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The backend × strategy matrix.
 
 /// One engine configuration of the matrix.
@@ -501,7 +564,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 /// fails does not stop the others: at the end, one panic lists every failing configuration
 /// with its message. io_uring configurations are skipped with a `skipped:` line on stderr
 /// where io_uring is unavailable.
-pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config)) {
+pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config) + Send) {
     assert_serial();
     let test = test_name();
     let mut failures = Vec::new();
@@ -518,7 +581,11 @@ pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config)) {
         // After a failure, helper threads of the failed configuration may still close
         // their fds: only new fds and threads count as leaks then.
         leaks.report_closed = failures.is_empty();
-        match panic::catch_unwind(AssertUnwindSafe(|| f(cfg))) {
+        // Each configuration runs on a thread of its own, which has exited when the leak
+        // check runs: io-wq workers belong to the thread that submitted their work, and on
+        // kernels without io-wq's exit-on-idle the last idle worker of each class lives as
+        // long as that thread (see `iowq`).
+        match on_own_thread(&test, || f(cfg)) {
             Ok(()) => {
                 if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| leaks.check())) {
                     failures.push(format!("[{cfg}] {}", panic_text(&*p)));
@@ -544,6 +611,18 @@ pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config)) {
     }
 }
 
+/// Runs `f` on a new thread named `name` (so [`test_name`] still works inside it) and
+/// waits for it to exit; a panic inside comes back as `Err`.
+pub fn on_own_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::thread::Result<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn_scoped(s, f)
+            .expect("spawn a test thread")
+            .join()
+    })
+}
+
 /// Every backend × every strategy.
 pub fn all_configs() -> Vec<Config> {
     configs(&STRATEGIES)
@@ -561,7 +640,7 @@ pub fn configs(strategies: &[Strategy]) -> Vec<Config> {
 }
 
 /// Runs `f` under both backends × all three strategies.
-pub fn for_each_config(f: impl FnMut(Config)) {
+pub fn for_each_config(f: impl FnMut(Config) + Send) {
     run_configs(&all_configs(), f);
 }
 
