@@ -3,6 +3,10 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
+/// Largest [`Builder::chain_depth`]: a round (a `POLL_ADD` and the pairs) must number its
+/// operations within 8 bits.
+const MAX_CHAIN_DEPTH: usize = 127;
+
 /// Which backend to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendPreference {
@@ -106,7 +110,8 @@ impl Builder {
     }
 
     /// Fill/drain pairs linked into one io_uring submission for a regular-file source
-    /// (default 4).
+    /// (default 4, at most 127; never more than half of
+    /// [`ring_entries`](Builder::ring_entries)).
     pub fn chain_depth(mut self, pairs: usize) -> Builder {
         self.chain_depth = pairs;
         self
@@ -197,8 +202,12 @@ impl Builder {
                 self.pipe_budget, self.pipe_size
             )));
         }
-        if self.chain_depth == 0 {
-            return Err(Error::InvalidInput("chain_depth must be at least 1".into()));
+        // A round is `POLL_ADD` plus `chain_depth` fill/drain pairs, and its operations are
+        // numbered in 8 bits of io_uring's `user_data`.
+        if self.chain_depth == 0 || self.chain_depth > MAX_CHAIN_DEPTH {
+            return Err(Error::InvalidInput(format!(
+                "chain_depth must be between 1 and {MAX_CHAIN_DEPTH}"
+            )));
         }
         Engine::from_builder(self)
     }

@@ -41,7 +41,12 @@ const TIMER: u64 = u64::MAX - 1;
 /// How long dropping the engine waits for the kernel to give back cancelled operations.
 const DROP_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Most operations one round may hold: the index has 8 bits of `user_data`
+/// ([`Builder::build`] bounds `chain_depth` to fit, and `advance` truncates to it).
+pub(crate) const MAX_ROUND_OPS: usize = 256;
+
 fn user_data(k: Key, idx: usize) -> u64 {
+    debug_assert!(idx < MAX_ROUND_OPS && k.0 <= u32::MAX as usize && k.1 < 1 << 24);
     ((k.1 as u64) << 40) | ((k.0 as u64) << 8) | idx as u64
 }
 
@@ -415,7 +420,8 @@ impl Uring {
     /// Plans and pushes one chain round.
     fn plan_chain(&mut self, fl: &mut InFlight, k: Key, action: Action) {
         let depth = self.depth.min(self.sq_cap / 2).max(1);
-        let cap = self.sq_cap;
+        // A round never outgrows the submission queue, nor the index bits of `user_data`.
+        let cap = self.sq_cap.min(MAX_ROUND_OPS);
         let slot = fl.get(k).expect("invariant: caller checked the slot");
         let fresh = std::mem::take(&mut slot.fresh);
         let mut kinds: Vec<(RoundKind, usize)> = Vec::with_capacity(1 + 2 * depth);
