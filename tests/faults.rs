@@ -295,8 +295,8 @@ fn cancel_a_transfer_waiting_for_a_pipe() {
         common::wait_until(&format!("{what}: A's bytes queued"), || {
             common::queued(&a_src, 128 << 10) >= 128 << 10
         });
-        let (a_dst, a_reader) = common::stream_pair(Kind::Unix, false);
-        common::set_sndbuf(&a_dst, 4096);
+        let (a_dst, a_reader) = common::tcp_pair_small_buffers();
+        let a_reader = common::Peer::Tcp(a_reader);
         let (a_src_raw, a_dst_raw) = (a_src.as_raw_fd(), a_dst.as_raw_fd());
         let a = e
             .submit(cfg.transfer(a_src, a_dst).tag(1))

@@ -163,15 +163,16 @@ fn assert_fd_room(fds: usize) {
 // source's other end stays open, unwritten, until half the others have finished. 15,500
 // fds in all.
 //
-// Destinations are Unix sockets with the smallest send buffer the kernel allows (4,608
-// bytes). The kernel takes a splice into one while its queue is under that, so with 4 KiB
-// splices a destination without a reader holds one splice (4 KiB, measured on 6.18), and
-// every payload is at least three: no transfer can finish before the test reads, each one
+// Destinations are TCP sockets on 127.0.0.1 with a 4 KiB send buffer and a 2 KiB receive
+// buffer (set before the handshake: `common::tcp_pair_small_buffers`). Without a reader one
+// holds about 9 KiB (9,216 bytes measured on 6.18 by splicing into it until `EAGAIN`), and
+// every payload is at least 20 KiB: no transfer can finish before the test reads, each one
 // that has a pipe ends up holding it with bytes the destination will not take, and the
 // 4,500 active transfers that need a pipe far outnumber the budget's 16. The budget is
-// reached, and held, for certain. (A TCP destination's room is set by autotuning and grew
-// from 53 to 90 KiB within 300 ms here, and a TCP receive buffer small enough to bound it
-// stalls on zero windows: 8 MiB took 160 s. Half the sources are TCP.)
+// reached, and held, for certain. (Unix stream destinations were used before: their small
+// `SO_SNDBUF` bounds a splice only from Linux 6.5 on; before, `unix_stream_sendpage`
+// appends pages to the receiver's last skb unchecked, and on Debian's 6.1 and 5.10 the
+// payloads all went through with nobody reading.)
 
 /// Pipe size and budget of a run.
 #[derive(Debug, Clone, Copy)]
@@ -193,11 +194,10 @@ const ROUNDED: Shape = Shape {
 };
 /// Bytes per splice.
 const CHUNK: usize = 4 << 10;
-/// `SO_SNDBUF` asked for every destination: the kernel raises it to its minimum.
-const DST_SNDBUF: i32 = 1;
-/// Payload sizes: three splices or more.
-const MIN_LEN: u64 = 12 << 10;
-const MAX_LEN: u64 = 16 << 10;
+/// Payload sizes: more than a destination holds without a reader (about 9 KiB), five
+/// splices or more.
+const MIN_LEN: u64 = 20 << 10;
+const MAX_LEN: u64 = 24 << 10;
 /// Every tenth transfer is idle until half the others are done.
 const IDLE_EVERY: usize = 10;
 /// `F_SETPIPE_SZ` (`F_LINUX_SPECIFIC_BASE + 7`).
@@ -217,7 +217,7 @@ struct Conn {
     /// An idle transfer's source: the other end, written in the second phase.
     writer: Option<Peer>,
     /// The destination's other end, non-blocking; `None` once read to end of file.
-    reader: Option<UnixStream>,
+    reader: Option<std::net::TcpStream>,
     received: usize,
     completed: bool,
     what: String,
@@ -468,8 +468,7 @@ fn budget_run(cfg: Config, shape: Shape) {
             drop(writer); // end of file after the payload
             None
         };
-        let (dst, reader) = UnixStream::pair().expect("socketpair");
-        common::set_sndbuf(&dst, DST_SNDBUF);
+        let (dst, reader) = common::tcp_pair_small_buffers();
         reader.set_nonblocking(true).expect("set_nonblocking");
         e.submit(cfg.transfer(src, dst).tag(i as u64))
             .unwrap_or_else(|r| panic!("{what}: submit refused: {r}"));

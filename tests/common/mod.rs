@@ -798,6 +798,22 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
     (a, b)
 }
 
+/// A destination that holds only a few KiB on every kernel: a TCP pair on 127.0.0.1 with
+/// small buffers (the receiver's set on the listener, so its window is small from the
+/// handshake on), as (the engine's sending end, the peer that reads). A Unix stream socket
+/// with a small `SO_SNDBUF` is no such destination before Linux 6.5: splicing into it went
+/// through `unix_stream_sendpage`, which kept appending pages past the send buffer (seen on
+/// Debian's 6.1: a transfer emptied its 64 KiB pipe into a Unix socket with a 4 KiB
+/// `SO_SNDBUF` whose reader never read).
+pub fn tcp_pair_small_buffers() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    set_rcvbuf(&l, 2048);
+    let a = std::net::TcpStream::connect(l.local_addr().expect("local_addr")).expect("connect");
+    set_sndbuf(&a, 4096);
+    let (b, _) = l.accept().expect("accept");
+    (a, b)
+}
+
 /// A TCP listener on 127.0.0.1 and `n` connected pairs made through it.
 pub fn tcp_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
