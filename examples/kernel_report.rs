@@ -52,15 +52,11 @@ fn auto_file_to_socket(e: &mut Engine) -> std::io::Result<&'static str> {
     drop(done);
     let _ = reader.join();
     let s = e.stats();
-    Ok(
-        if s.chain_rounds > before.chain_rounds && s.inline_calls == before.inline_calls {
-            "io-wq fills (no cachestat: every chunk offloaded)"
-        } else if s.chain_rounds > before.chain_rounds {
-            "inline drains, io-wq fills"
-        } else {
-            "inline (cached chunks sent with sendfile)"
-        },
-    )
+    Ok(if s.chain_rounds > before.chain_rounds {
+        "io-wq fills, inline drains"
+    } else {
+        "inline sendfile (chunk cached)"
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -386,6 +386,37 @@ def cmd_summarize(matrix, kdirs):
         if g["disabled_state"] == "absent":
             md.append("")
             md.append(f"{g['label']}: no kernel.io_uring_disabled sysctl (before 6.6), no rerun.")
+    # ---- "verified on": what the engine picked on each kernel (report.txt, from
+    # examples/kernel_report) beside the suite's result, for KERNEL_REQUIREMENTS.md.
+    md.append("")
+    md.append("## Verified on")
+    md.append("")
+    md.append("| kernel | `Auto` backend | file → socket under `Auto` | socket → socket under `Auto` "
+              "| cachestat | io-wq exit-on-idle | suite |")
+    md.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for g in guests:
+        rep = {}
+        for line in read(os.path.join(g["kdir"], "report.txt")).splitlines():
+            if ": " in line:
+                k, v = line.split(": ", 1)
+                rep[k.strip()] = v.strip()
+        for variant, rows in (("", g["rows"]), ("io_uring_disabled=2", g["disabled"])):
+            if rows is None:
+                continue
+            total = len(rows)
+            okn = sum(1 for r in rows if r["result"] == "ok")
+            suite = f"{okn}/{total} test binaries pass" + ("" if g["done"] else ", guest did not finish")
+            if variant:
+                md.append(f"| {g['label']} [{variant}] | fallback (forced by the sysctl) | — | — | — | — | {suite} |")
+                continue
+            md.append(
+                f"| {g['label']} | {rep.get('backend', '?')} | {rep.get('auto_file_to_socket', '?')} "
+                f"| {rep.get('auto_socket_to_socket', '?')} | {rep.get('cachestat', '?')} "
+                f"| {rep.get('iowq_exit_on_idle', '?')} | {suite} |"
+            )
+    md.append("")
+    md.append("Every test binary runs both backends itself (`common::run_configs`): the suite "
+              "column covers io_uring (Chain, Inline, Auto) and the fallback on each kernel.")
     md.append("")
     text = "\n".join(md)
     with open(os.path.join(matrix, "summary.md"), "w") as f:
