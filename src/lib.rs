@@ -40,6 +40,10 @@
 //!   between two sockets, counted in [`Stats::copies`];
 //! - one side a pipe: one splice, no intermediate pipe; splice refused (`EINVAL` before any
 //!   byte moved): a read/write copy, counted in [`Stats::copy_fallbacks`];
+//! - a datagram or seqpacket source (any strategy): one whole record at a time, peeked with
+//!   `recv(MSG_PEEK | MSG_TRUNC)` and read into a buffer that holds it, never spliced (a
+//!   pipe would cut a record that does not fit and the kernel would drop the rest), counted
+//!   in [`Stats::record_copies`];
 //! - [`Backend::Fallback`]: epoll readiness and inline syscalls, where io_uring or its
 //!   splice opcode is unavailable.
 //!
