@@ -1345,6 +1345,7 @@ fn stalled_reader(cfg: Config, kind: Kind) {
 
     // Stalled: turns of `poll` and `wait`, counted, with nothing to do.
     let before = e.stats();
+    let delivered_before = e.delivered(id);
     for turn in 0..STALLED_TURNS {
         if turn % 2 == 0 {
             e.poll(&mut out).expect("poll");
@@ -1368,10 +1369,21 @@ fn stalled_reader(cfg: Config, kind: Kind) {
         "{what}: stalled with {stuck:?} (staged {}); {work} calls + SQEs while stalled",
         stuck.staged()
     );
+    // The engine delivered nothing more, and took nothing off the source's receive queue.
+    // The sockets' queues may still shift on their own: bytes queued before the stall can
+    // still be crossing loopback (writer -> source, destination -> reader; seen under
+    // QEMU's emulation on 6.1, where the kernel's TCP delivery lagged the quiet turns):
+    // that is the kernel's TCP, not the engine moving bytes.
     assert_eq!(
-        (end.src_in, end.reader_in),
-        (stuck.src_in, stuck.reader_in),
-        "{what}: bytes moved while stalled: at the start {stuck:?}, at the end {end:?}"
+        e.delivered(id),
+        delivered_before,
+        "{what}: the engine delivered bytes while stalled: at the start {stuck:?}, at the end \
+         {end:?}"
+    );
+    assert!(
+        end.src_in >= stuck.src_in,
+        "{what}: bytes taken from the source while stalled: at the start {stuck:?}, at the \
+         end {end:?}"
     );
     assert!(
         common::queued(&reader, 1) == 1 && end.staged() > 0,
