@@ -1310,80 +1310,88 @@ fn stalled_reader(cfg: Config, kind: Kind) {
     // Write and turn until nothing moves: the destination socket is full and unwritable,
     // bytes sit in the engine's pipe (so it cannot read the source), and the source's
     // buffers are full. Only the reader can change that, and it does not read.
+    //
+    // "Nothing moves" is seen by watching, so under heavy slowdown (QEMU's emulation with
+    // two guests on two cores) the kernel can still free room in the destination after the
+    // quiet turns (loopback ACKs and window updates arriving late), and the engine then
+    // rightly moves those bytes. Such a round is not a stall: watch again, a bounded number
+    // of times, until a round of stalled turns sees the engine deliver nothing and take
+    // nothing from the source.
     let deadline = Instant::now() + common::HANG_GUARD;
-    let mut last: Option<Where> = None;
-    let mut quiet = 0;
-    let stuck = loop {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: hang guard: no stall after {:?}; last {last:?}",
-            common::HANG_GUARD
-        );
-        write_some(&mut writer, &payload, &mut written, &what);
-        assert!(
-            written < payload.len(),
-            "{what}: all {} bytes were written without a stall: the buffers hold more than \
-             this test assumes ({:?})",
-            payload.len(),
-            look(written)
-        );
-        e.poll(&mut out).expect("poll");
-        e.wait(&mut out, Some(Duration::from_millis(2)))
-            .expect("wait");
-        assert!(out.is_empty(), "{what}: finished early: {out:#?}");
-        let now = look(written);
-        if last == Some(now) && now.staged() > 0 && now.reader_in > 0 && !writable_now(fds.2) {
-            quiet += 1;
-        } else {
-            quiet = 0;
-        }
-        last = Some(now);
-        if quiet >= QUIET_TURNS {
-            break now;
-        }
-    };
-
-    // Stalled: turns of `poll` and `wait`, counted, with nothing to do.
-    let before = e.stats();
-    let delivered_before = e.delivered(id);
-    for turn in 0..STALLED_TURNS {
-        if turn % 2 == 0 {
+    let mut rounds = 0;
+    let (stuck, end, work) = loop {
+        let mut last: Option<Where> = None;
+        let mut quiet = 0;
+        let stuck = loop {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: hang guard: no stall after {:?}; last {last:?}",
+                common::HANG_GUARD
+            );
+            write_some(&mut writer, &payload, &mut written, &what);
+            assert!(
+                written < payload.len(),
+                "{what}: all {} bytes were written without a stall: the buffers hold more than \
+                 this test assumes ({:?})",
+                payload.len(),
+                look(written)
+            );
             e.poll(&mut out).expect("poll");
-        } else {
-            e.wait(&mut out, Some(Duration::from_millis(5)))
+            e.wait(&mut out, Some(Duration::from_millis(2)))
                 .expect("wait");
+            assert!(out.is_empty(), "{what}: finished early: {out:#?}");
+            let now = look(written);
+            if last == Some(now) && now.staged() > 0 && now.reader_in > 0 && !writable_now(fds.2) {
+                quiet += 1;
+            } else {
+                quiet = 0;
+            }
+            last = Some(now);
+            if quiet >= QUIET_TURNS {
+                break now;
+            }
+        };
+
+        // Stalled: turns of `poll` and `wait`, counted, with nothing to do.
+        let before = e.stats();
+        let delivered_before = e.delivered(id);
+        for turn in 0..STALLED_TURNS {
+            if turn % 2 == 0 {
+                e.poll(&mut out).expect("poll");
+            } else {
+                e.wait(&mut out, Some(Duration::from_millis(5)))
+                    .expect("wait");
+            }
+            assert!(out.is_empty(), "{what}: finished while stalled: {out:#?}");
         }
-        assert!(out.is_empty(), "{what}: finished while stalled: {out:#?}");
-    }
-    let after = e.stats();
-    let work = (after.inline_calls - before.inline_calls) + (after.sqes - before.sqes);
+        let after = e.stats();
+        let work = (after.inline_calls - before.inline_calls) + (after.sqes - before.sqes);
+        let end = look(written);
+        eprintln!(
+            "{what}: stalled with {stuck:?} (staged {}); {work} calls + SQEs while stalled",
+            stuck.staged()
+        );
+        // The engine delivered nothing more, and took nothing off the source's receive
+        // queue (which may still grow with bytes crossing loopback from the writer).
+        if e.delivered(id) == delivered_before && end.src_in >= stuck.src_in {
+            break (stuck, end, (work, before, after));
+        }
+        rounds += 1;
+        assert!(
+            rounds < 20,
+            "{what}: never stayed stalled: the engine moved bytes in each of {rounds} rounds \
+             of stalled turns; last {stuck:?} -> {end:?}"
+        );
+    };
+    // In a real stall the engine must not spin: a poll re-armed at most, nothing more.
+    let (work, before, after) = work;
     assert!(
         work <= MAX_STALLED_WORK,
         "{what}: the engine spun while stalled: {} inline calls + {} SQEs over {STALLED_TURNS} \
-         turns (at most {MAX_STALLED_WORK} allowed); before {before:?}, after {after:?}",
+         turns (at most {MAX_STALLED_WORK} allowed); before {before:?}, after {after:?}; \
+         stalled at {stuck:?}",
         after.inline_calls - before.inline_calls,
         after.sqes - before.sqes
-    );
-    let end = look(written);
-    eprintln!(
-        "{what}: stalled with {stuck:?} (staged {}); {work} calls + SQEs while stalled",
-        stuck.staged()
-    );
-    // The engine delivered nothing more, and took nothing off the source's receive queue.
-    // The sockets' queues may still shift on their own: bytes queued before the stall can
-    // still be crossing loopback (writer -> source, destination -> reader; seen under
-    // QEMU's emulation on 6.1, where the kernel's TCP delivery lagged the quiet turns):
-    // that is the kernel's TCP, not the engine moving bytes.
-    assert_eq!(
-        e.delivered(id),
-        delivered_before,
-        "{what}: the engine delivered bytes while stalled: at the start {stuck:?}, at the end \
-         {end:?}"
-    );
-    assert!(
-        end.src_in >= stuck.src_in,
-        "{what}: bytes taken from the source while stalled: at the start {stuck:?}, at the \
-         end {end:?}"
     );
     assert!(
         common::queued(&reader, 1) == 1 && end.staged() > 0,
