@@ -245,16 +245,12 @@ impl InFlight {
         let cached: [Option<FdInfo>; 2] = std::array::from_fn(|i| {
             memo[i].or_else(|| keys[i].and_then(|k| self.known.get(&k)).map(|e| e.0))
         });
-        let classified = classify((fds.0, cached[0]), (fds.1, cached[1]), src_off, dst_off)
-            .and_then(|(route, s, d)| {
-                if shutdown_dst && d.kind != FdKind::Socket {
-                    return Err(Error::InvalidInput(format!(
-                        "destination fd {}: shutdown_destination applies only to sockets",
-                        fds.1
-                    )));
-                }
-                Ok((route, s, d))
-            });
+        let classified = classify(
+            (fds.0, cached[0]),
+            (fds.1, cached[1]),
+            (src_off, dst_off),
+            shutdown_dst,
+        );
         let (mut route, src_kind, dst_kind, err) = match classified {
             Ok((route, s, d)) => {
                 for (key, info) in keys.into_iter().zip([s, d]) {
@@ -594,8 +590,8 @@ fn probe_fd(fd: RawFd) -> Result<FdInfo> {
 fn classify(
     (src, src_known): (RawFd, Option<FdInfo>),
     (dst, dst_known): (RawFd, Option<FdInfo>),
-    src_off: Option<u64>,
-    dst_off: Option<u64>,
+    (src_off, dst_off): (Option<u64>, Option<u64>),
+    shutdown_dst: bool,
 ) -> Result<(Route, FdInfo, FdInfo)> {
     let s = match src_known {
         Some(i) => i,
@@ -633,6 +629,11 @@ fn classify(
     }
     if d.flags & libc::O_ACCMODE == libc::O_RDONLY {
         return invalid(format!("destination fd {dst} is not open for writing"));
+    }
+    if shutdown_dst && dk != FdKind::Socket {
+        return invalid(format!(
+            "destination fd {dst}: shutdown_destination applies only to sockets"
+        ));
     }
     // A byte stream written into a datagram or seqpacket socket would be cut into records
     // wherever a write happened to end: refuse it. A record source feeds it one record per

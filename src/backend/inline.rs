@@ -310,24 +310,20 @@ pub(crate) fn run(fl: &mut InFlight, k: Key, sigpipe_guard: bool) -> Park {
 /// transfer has left), which stays queued on the socket.
 fn fill_record(slot: &mut crate::inflight::Slot) -> Option<OpResult> {
     let fd = slot.src_fd;
-    let len = match sys::peek_record_len(fd) {
+    let len = match res(sys::peek_record_len(fd)) {
         Ok(n) => n,
-        Err(e) => return Some(Err(e.raw_os_error().unwrap_or(libc::EIO))),
+        Err(e) => return Some(Err(e)),
     };
     if len > 0 && !slot.machine().admit_record(len) {
         return None;
     }
-    let buf = slot.buf.get_or_insert_with(|| CopyBuf {
-        data: Box::default(),
-        start: 0,
-        end: 0,
-    });
+    let buf = copy_buf(&mut slot.buf, len);
     if buf.data.len() < len {
+        // Past COPY_BUF: a record is taken whole, so the buffer holds the largest seen.
         buf.data = vec![0u8; len].into_boxed_slice();
     }
     // Length 0 is end of stream, or an empty record, which this takes off the socket.
-    let cap = buf.data.len();
-    match sys::recv_record(fd, &mut buf.data[..len.min(cap)]) {
+    match res(sys::recv_record(fd, &mut buf.data[..len])) {
         Ok(n) if n > len => {
             // Another reader took the record that was peeked at and this one was cut: the
             // part that fit is delivered, and the transfer stops with the record's loss.
@@ -338,12 +334,13 @@ fn fill_record(slot: &mut crate::inflight::Slot) -> Option<OpResult> {
                 .fail_source(crate::error::Error::errno(Op::Recv, fd, libc::EMSGSIZE));
             None
         }
-        Ok(n) => {
-            buf.start = 0;
-            buf.end = n;
-            Some(Ok(n))
+        r => {
+            if let Ok(n) = r {
+                buf.start = 0;
+                buf.end = n;
+            }
+            Some(r)
         }
-        Err(e) => Some(Err(e.raw_os_error().unwrap_or(libc::EIO))),
     }
 }
 
