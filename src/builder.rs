@@ -1,24 +1,27 @@
-//! Builder: the engine's settings and their defaults.
+//! Builder: the engine's settings, their defaults and their checks.
 
+use crate::config::{BackendPreference, Config};
+use crate::core::slots::{self, MAX_ROUND_OPS};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// Largest [`Builder::chain_depth`]: a round (a `POLL_ADD` and the pairs) must number its
-/// operations within 8 bits.
-const MAX_CHAIN_DEPTH: usize = 127;
+/// operations in the index bits of a token (core/slots.rs).
+const MAX_CHAIN_DEPTH: usize = (MAX_ROUND_OPS - 1) / 2;
 
-/// Which backend to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendPreference {
-    /// io_uring when this kernel and sandbox allow it, else the fallback. The environment
-    /// variable `RINGSPLICE_BACKEND` (`auto`, `io-uring`, `fallback`) replaces this choice
-    /// (see [`Builder::backend`]).
-    #[default]
-    Auto,
-    /// io_uring or an error naming what is missing.
-    IoUring,
-    /// The readiness-driven fallback (epoll + inline splice), even where io_uring works.
-    Fallback,
+impl Engine {
+    /// An engine with the default settings ([`Builder`]).
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn new() -> Result<Engine> {
+        Builder::default().build()
+    }
+
+    /// Settings for a new engine.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
 }
 
 /// Settings for an [`Engine`]. Every setter documents its default.
@@ -30,55 +33,23 @@ pub enum BackendPreference {
 ///     .build()?;
 /// # Ok::<(), ringsplice::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Builder {
-    pub(crate) ring_entries: u32,
-    pub(crate) max_transfers: usize,
-    pub(crate) pipe_size: usize,
-    pub(crate) pipe_pool_size: usize,
-    pub(crate) pipe_budget: usize,
-    pub(crate) chunk_size: usize,
-    pub(crate) chain_depth: usize,
-    pub(crate) iowq_max_workers: u32,
-    pub(crate) fairness_bytes: usize,
-    pub(crate) copy_threshold: u64,
-    pub(crate) backend: BackendPreference,
-    pub(crate) env_override: bool,
-    pub(crate) probe_hide_splice: bool,
-}
-
-impl Default for Builder {
-    fn default() -> Builder {
-        Builder {
-            ring_entries: 256,
-            max_transfers: 4096,
-            pipe_size: 1 << 20,
-            pipe_pool_size: 64,
-            pipe_budget: 256 << 20,
-            chunk_size: 1 << 20,
-            chain_depth: 4,
-            iowq_max_workers: 4,
-            fairness_bytes: 4 << 20,
-            copy_threshold: 0,
-            backend: BackendPreference::Auto,
-            env_override: true,
-            probe_hide_splice: false,
-        }
-    }
+    cfg: Config,
 }
 
 impl Builder {
     /// Submission queue entries (default 256; the completion queue is twice that). A full
     /// queue is flushed, never dropped, so this bounds batching, not concurrency.
     pub fn ring_entries(mut self, n: u32) -> Builder {
-        self.ring_entries = n;
+        self.cfg.ring_entries = n;
         self
     }
 
     /// Most transfers in flight at once (default 4096); past it `submit` refuses with
     /// [`Error::Full`].
     pub fn max_transfers(mut self, n: usize) -> Builder {
-        self.max_transfers = n;
+        self.cfg.max_transfers = n;
         self
     }
 
@@ -86,26 +57,26 @@ impl Builder {
     /// `/proc/sys/fs/pipe-max-size`). The kernel may round it up or refuse it (`EPERM` past
     /// the user's pipe quota); the size it grants is what is used and budgeted.
     pub fn pipe_size(mut self, bytes: usize) -> Builder {
-        self.pipe_size = bytes;
+        self.cfg.pipe_size = bytes;
         self
     }
 
     /// Idle empty pipes kept for reuse (default 64).
     pub fn pipe_pool_size(mut self, n: usize) -> Builder {
-        self.pipe_pool_size = n;
+        self.cfg.pipe_pool_size = n;
         self
     }
 
     /// Total capacity of all pipes alive at once, leased or idle (default 256 MiB). A
     /// transfer that needs a pipe past it waits until one is returned.
     pub fn pipe_budget(mut self, bytes: usize) -> Builder {
-        self.pipe_budget = bytes;
+        self.cfg.pipe_budget = bytes;
         self
     }
 
     /// Most bytes asked of one splice (default 1 MiB; never more than the pipe holds).
     pub fn chunk_size(mut self, bytes: usize) -> Builder {
-        self.chunk_size = bytes;
+        self.cfg.chunk_size = bytes;
         self
     }
 
@@ -113,21 +84,21 @@ impl Builder {
     /// (default 4, at most 127; never more than half of
     /// [`ring_entries`](Builder::ring_entries)).
     pub fn chain_depth(mut self, pairs: usize) -> Builder {
-        self.chain_depth = pairs;
+        self.cfg.chain_depth = pairs;
         self
     }
 
     /// Bound on io_uring's io-wq worker threads, bounded and unbounded pools alike
     /// (default 4; `IORING_REGISTER_IOWQ_MAX_WORKERS`, Linux 5.15+, ignored before).
     pub fn iowq_max_workers(mut self, n: u32) -> Builder {
-        self.iowq_max_workers = n;
+        self.cfg.iowq_max_workers = n;
         self
     }
 
     /// Most bytes one transfer moves inline in one `poll` pass before the others get their
     /// turn (default 4 MiB).
     pub fn fairness_bytes(mut self, bytes: usize) -> Builder {
-        self.fairness_bytes = bytes;
+        self.cfg.fairness_bytes = bytes;
         self
     }
 
@@ -138,7 +109,7 @@ impl Builder {
     /// Performance: small transfers), so the default splices everything; raise it where
     /// copying measures cheaper, or to keep small messages out of the pipe budget.
     pub fn copy_threshold(mut self, bytes: u64) -> Builder {
-        self.copy_threshold = bytes;
+        self.cfg.copy_threshold = bytes;
         self
     }
 
@@ -154,21 +125,21 @@ impl Builder {
     ///
     /// [`Engine::backend_reason`]: crate::Engine::backend_reason
     pub fn backend(mut self, b: BackendPreference) -> Builder {
-        self.backend = b;
+        self.cfg.backend = b;
         self
     }
 
     /// Whether `RINGSPLICE_BACKEND` may decide for [`BackendPreference::Auto`] (default
     /// `true`; an explicit [`Builder::backend`] never listens to it).
     pub fn honor_env(mut self, yes: bool) -> Builder {
-        self.env_override = yes;
+        self.cfg.env_override = yes;
         self
     }
 
     /// Testing aid: act as if `IORING_REGISTER_PROBE` did not report `IORING_OP_SPLICE`.
     #[doc(hidden)]
     pub fn pretend_no_splice_opcode(mut self, yes: bool) -> Builder {
-        self.probe_hide_splice = yes;
+        self.cfg.probe_hide_splice = yes;
         self
     }
 
@@ -179,36 +150,31 @@ impl Builder {
     /// [`BackendPreference::IoUring`] was asked for and cannot be had; [`Error::Io`] when a
     /// syscall of the setup fails.
     pub fn build(self) -> Result<Engine> {
-        if self.ring_entries < 2 {
-            return Err(Error::InvalidInput(
-                "ring_entries must be at least 2".into(),
-            ));
+        let c = self.cfg;
+        let invalid = |m: String| Err(Error::InvalidInput(m));
+        if c.ring_entries < 2 {
+            return invalid("ring_entries must be at least 2".into());
         }
-        if self.max_transfers == 0 || self.max_transfers > (1 << 31) {
-            return Err(Error::InvalidInput(
-                "max_transfers must be between 1 and 2^31".into(),
-            ));
+        if c.pipe_size == 0 || c.chunk_size == 0 || c.fairness_bytes == 0 {
+            return invalid("pipe_size, chunk_size and fairness_bytes must be positive".into());
         }
-        if self.pipe_size == 0 || self.chunk_size == 0 || self.fairness_bytes == 0 {
-            return Err(Error::InvalidInput(
-                "pipe_size, chunk_size and fairness_bytes must be positive".into(),
-            ));
-        }
-        let one_pipe = crate::sys::granted_pipe_size(self.pipe_size);
-        if self.pipe_budget < one_pipe {
+        let one_pipe = crate::sys::granted_pipe_size(c.pipe_size);
+        if c.pipe_budget < one_pipe {
             return Err(Error::PipeBudget(format!(
                 "budget {} bytes is smaller than one pipe of {} bytes ({one_pipe} as the \
                  kernel sizes it)",
-                self.pipe_budget, self.pipe_size
+                c.pipe_budget, c.pipe_size
             )));
         }
-        // A round is `POLL_ADD` plus `chain_depth` fill/drain pairs, and its operations are
-        // numbered in 8 bits of io_uring's `user_data`.
-        if self.chain_depth == 0 || self.chain_depth > MAX_CHAIN_DEPTH {
-            return Err(Error::InvalidInput(format!(
+        if c.chain_depth == 0 || c.chain_depth > MAX_CHAIN_DEPTH {
+            return invalid(format!(
                 "chain_depth must be between 1 and {MAX_CHAIN_DEPTH}"
-            )));
+            ));
         }
-        Engine::from_builder(self)
+        // Every slot index and every round (a `POLL_ADD` plus the pairs) must fit the one
+        // packing of ids and tokens.
+        slots::check_packing(c.max_transfers, 1 + 2 * c.chain_depth)
+            .map_err(Error::InvalidInput)?;
+        Engine::with_config(c)
     }
 }

@@ -57,33 +57,42 @@
 //! Bytes spliced from a file are references to its page cache: a write to the file before
 //! they leave the socket can change what is sent.
 
-#![cfg(target_os = "linux")]
-// Unsafe code is quarantined: `sys` (raw syscalls) and `backend` (the ring and epoll) hold
+// Unsafe code is quarantined: `sys` (raw syscalls) and `driver` (the ring's SQEs) hold
 // it, each with a module-level `# Safety` section; two audited items elsewhere opt in.
 #![deny(unsafe_code)]
 
-#[allow(unsafe_code)]
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ringsplice supports Linux only: it is built on splice(2), io_uring and epoll (the \
+     fallback needs Linux 2.6.17+ for splice; io_uring needs Linux 5.7+ for IORING_OP_SPLICE)"
+);
+
+// Layout (arrows point down only): the public face (engine, builder, transfer, endpoint,
+// completion, error, stats, backend) uses the core; the core decides and uses the
+// operations and pipes; drivers carry out what the core decided; `sys` knows nothing above.
 mod backend;
 mod builder;
 mod completion;
+mod config;
+mod core;
+#[allow(unsafe_code)]
+mod driver;
 mod endpoint;
 mod engine;
 mod error;
-mod inflight;
-mod machine;
-mod pipe_pool;
-mod probe;
+mod op;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
 mod transfer;
 
-pub use builder::{BackendPreference, Builder};
+pub use backend::{BACKEND_ENV, Backend};
+pub use builder::Builder;
 pub use completion::Completion;
+pub use config::BackendPreference;
 pub use endpoint::Endpoint;
 pub use engine::Engine;
 pub use error::{Error, Op, Rejected, Result};
-pub use probe::{BACKEND_ENV, Backend};
 pub use stats::Stats;
 pub use transfer::{Length, Strategy, Transfer, TransferId};
 

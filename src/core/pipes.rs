@@ -1,10 +1,14 @@
-//! Pooled, sized pipes under a memory budget. Only empty pipes go back to the pool: a pipe
-//! that still holds bytes is closed (and counted), never handed to another transfer.
+//! Pooled, sized pipes under a memory budget, and the transfers waiting for one. Only empty
+//! pipes go back to the pool: a pipe that still holds bytes is closed (and counted), never
+//! handed to another transfer.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Op};
 use crate::sys;
+
+use super::slots::{Id, Running};
 
 /// One pipe: the engine's staging area between a source and a destination.
 #[derive(Debug)]
@@ -112,6 +116,96 @@ impl PipePool {
     /// Capacity of every pipe alive.
     pub(crate) fn live_bytes(&self) -> usize {
         self.live
+    }
+}
+
+/// The pool plus who waits for it. A pipe given back while a transfer waits is handed to
+/// that transfer (through [`Pipes::take_handoffs`]), so the transfer that just gave it up
+/// cannot take it back first and starve the waiter.
+#[derive(Debug)]
+pub(crate) struct Pipes {
+    pub(crate) pool: PipePool,
+    waiters: VecDeque<Id>,
+    /// Pipes (or, for a pipe closed because it held bytes, freed budget) for waiters.
+    handoffs: Vec<(Id, Option<Pipe>)>,
+}
+
+impl Pipes {
+    pub(crate) fn new(size: usize, max_idle: usize, budget: usize) -> Pipes {
+        Pipes {
+            pool: PipePool::new(size, max_idle, budget),
+            waiters: VecDeque::new(),
+            handoffs: Vec::new(),
+        }
+    }
+
+    /// Leases a pipe to a running transfer that needs one. `false`: none to be had within
+    /// the budget; with `queue` the transfer then waits for one to come back. A pipe
+    /// creation error fails the transfer (and returns `true`: its machine says finish).
+    pub(crate) fn lease(&mut self, id: Id, r: &mut Running, queue: bool) -> bool {
+        if r.pipe.is_some() {
+            return true;
+        }
+        match self.pool.take() {
+            Ok(Some(p)) => {
+                r.m.cap_chunk(p.capacity());
+                r.pipe = Some(p);
+                true
+            }
+            Ok(None) => {
+                if queue && !r.waiting_pipe {
+                    r.waiting_pipe = true;
+                    self.waiters.push_back(id);
+                }
+                false
+            }
+            Err(e) => {
+                r.m.fail_source(e);
+                true
+            }
+        }
+    }
+
+    /// Gives a transfer's pipe back when it is empty and nothing of the kernel's may still
+    /// use it.
+    pub(crate) fn release_if_idle(&mut self, r: &mut Running) {
+        if r.with_driver || r.pipe.is_none() || r.m.staged() > 0 {
+            return;
+        }
+        if let Some(p) = r.pipe.take() {
+            debug_assert_eq!(sys::bytes_readable(p.read_fd()).unwrap_or(0), 0);
+            self.give(p, false);
+        }
+    }
+
+    /// Takes a pipe back: to the first waiter, else to the pool (closed if it holds bytes,
+    /// which frees budget: then the waiter is woken to take a new one).
+    pub(crate) fn give(&mut self, p: Pipe, holds_bytes: bool) {
+        match self.waiters.pop_front() {
+            None => self.pool.give(p, holds_bytes),
+            Some(w) if holds_bytes => {
+                self.pool.give(p, true);
+                self.handoffs.push((w, None));
+            }
+            Some(w) => self.handoffs.push((w, Some(p))),
+        }
+    }
+
+    /// Pipes given back for waiters since the last call: the caller hands each to its
+    /// waiter, or (a waiter gone or served meanwhile) back with [`Pipes::give`].
+    pub(crate) fn take_handoffs(&mut self) -> Vec<(Id, Option<Pipe>)> {
+        std::mem::take(&mut self.handoffs)
+    }
+
+    /// Budget was freed for a waiter that is gone: wake the next one instead.
+    pub(crate) fn wake_next(&mut self) {
+        if let Some(w) = self.waiters.pop_front() {
+            self.handoffs.push((w, None));
+        }
+    }
+
+    pub(crate) fn has_handoffs(&self) -> bool {
+        !self.handoffs.is_empty()
     }
 }
 

@@ -14,6 +14,7 @@
 //! pipe (or buffer) and are drained before anything else happens.
 
 use crate::error::{Error, Op};
+use crate::op::{Dir, OpResult, poll};
 
 /// How bytes travel from source to destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +85,6 @@ pub(crate) struct Machine {
     dst_fd: i32,
 }
 
-/// A syscall or CQE result: bytes moved, or a positive errno.
-pub(crate) type OpResult = Result<usize, i32>;
-
 impl Machine {
     pub(crate) fn new(
         route: Route,
@@ -140,6 +138,11 @@ impl Machine {
         std::mem::take(&mut self.copy_fallback)
     }
 
+    /// Sets the chunk: the most bytes one fill or direct splice asks for.
+    pub(crate) fn set_chunk(&mut self, chunk: usize) {
+        self.chunk = chunk.max(1);
+    }
+
     /// Limits the chunk to what a pipe can hold.
     pub(crate) fn cap_chunk(&mut self, cap: usize) {
         self.chunk = self.chunk.min(cap.max(1));
@@ -176,7 +179,24 @@ impl Machine {
         self.want = Want::Nothing;
     }
 
-    /// Fails the transfer from outside (a poll error, pipe creation failure, …).
+    /// Applies the end of a readiness wait, from either driver: the side waited for is
+    /// ready, or the wait failed and fails the transfer on that side ([`poll::outcome`]
+    /// says which results are failures, the same for `POLL_ADD` and epoll).
+    pub(crate) fn on_ready(&mut self, dir: Dir, res: Result<u32, i32>) {
+        match (poll::outcome(res), dir) {
+            (Ok(()), _) => self.ready(),
+            (Err(e), Dir::Read) => {
+                let err = Error::errno(Op::Poll, self.src_fd, e);
+                self.set_error(Side::Source, err);
+            }
+            (Err(e), Dir::Write) => {
+                let err = Error::errno(Op::Poll, self.dst_fd, e);
+                self.set_error(Side::Destination, err);
+            }
+        }
+    }
+
+    /// Fails the transfer from outside (pipe creation failure, …).
     pub(crate) fn fail_source(&mut self, e: Error) {
         self.set_error(Side::Source, e);
     }
