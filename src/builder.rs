@@ -1,7 +1,7 @@
 //! Builder: the engine's settings, their defaults and their checks.
 
 use crate::config::{BackendPreference, Config};
-use crate::core::slots::{self, MAX_ROUND_OPS};
+use crate::core::id::{self, MAX_ROUND_OPS};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -173,8 +173,7 @@ impl Builder {
         }
         // Every slot index and every round (a `POLL_ADD` plus the pairs) must fit the one
         // packing of ids and tokens.
-        slots::check_packing(c.max_transfers, 1 + 2 * c.chain_depth)
-            .map_err(Error::InvalidInput)?;
+        id::check_packing(c.max_transfers, 1 + 2 * c.chain_depth).map_err(Error::InvalidInput)?;
         Engine::with_config(c)
     }
 }

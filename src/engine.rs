@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use crate::backend::{self, Backend};
 use crate::completion::Completion;
 use crate::config::Config;
+use crate::core::id::Id;
 use crate::core::machine::{Action, Route};
 use crate::core::plan::Mode;
-use crate::core::slots::{self, Id, Running};
+use crate::core::slots::{self, Running};
 use crate::core::step::Park;
 use crate::core::{Core, round};
 use crate::driver::{self, Driver, Event, RoundFds};
@@ -352,7 +353,7 @@ impl Engine {
         if r.m.take_copy_fallback() {
             self.core.stats.copy_fallbacks += 1;
         }
-        self.core.pipes.release_if_idle(r);
+        r.release_pipe_if_idle(&mut self.core.pipes);
         self.core.hand_out_pipes();
         self.core.slots.note_progress(id);
         self.advance(id);
@@ -437,7 +438,7 @@ impl Engine {
         let fresh = std::mem::take(&mut r.just_ready);
         if round::needs_pipe(action, &r.m) {
             let wait = round::waits_for_source(action, &r.plan, fresh);
-            if !self.core.pipes.lease(id, r, !wait) {
+            if !r.lease(id, &mut self.core.pipes, !wait) {
                 if wait {
                     self.arm(id, Dir::Read);
                 } else {

@@ -4,6 +4,7 @@
 //! The engine (engine.rs) connects it to a driver (driver/).
 
 pub(crate) mod fds;
+pub(crate) mod id;
 pub(crate) mod machine;
 pub(crate) mod pipes;
 pub(crate) mod plan;
@@ -20,10 +21,11 @@ use crate::stats::Stats;
 use crate::sys::{self, FdInfo, SigpipeGuard};
 use crate::transfer::{Transfer, TransferId};
 
+use id::Id;
 use machine::Machine;
 use pipes::Pipes;
-use plan::{Caps, FileFacts, Mode, Plan};
-use slots::{Id, Request, Running, Slots, State};
+use plan::{Caps, FileFacts, Mode, Plan, Request};
+use slots::{Running, Slots, State};
 use step::{Park, Step};
 
 /// The transfers and everything they share.

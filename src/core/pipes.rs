@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use crate::error::{Error, Op};
 use crate::sys;
 
-use super::slots::{Id, Running};
+use super::id::Id;
 
 /// One pipe: the engine's staging area between a source and a destination.
 #[derive(Debug)]
@@ -119,6 +119,18 @@ impl PipePool {
     }
 }
 
+/// What asking for a pipe gave.
+#[derive(Debug)]
+pub(crate) enum Lease {
+    Pipe(Pipe),
+    /// None within the budget; `queued`: the asker waits for one.
+    Wait {
+        queued: bool,
+    },
+    /// Making a pipe failed.
+    Failed(Error),
+}
+
 /// The pool plus who waits for it. A pipe given back while a transfer waits is handed to
 /// that transfer (through [`Pipes::take_handoffs`]), so the transfer that just gave it up
 /// cannot take it back first and starve the waiter.
@@ -139,42 +151,18 @@ impl Pipes {
         }
     }
 
-    /// Leases a pipe to a running transfer that needs one. `false`: none to be had within
-    /// the budget; with `queue` the transfer then waits for one to come back. A pipe
-    /// creation error fails the transfer (and returns `true`: its machine says finish).
-    pub(crate) fn lease(&mut self, id: Id, r: &mut Running, queue: bool) -> bool {
-        if r.pipe.is_some() {
-            return true;
-        }
+    /// A pipe from the pool or new, within the budget; with none to be had and `queue`,
+    /// `id` waits for one to come back.
+    pub(crate) fn take(&mut self, id: Id, queue: bool) -> Lease {
         match self.pool.take() {
-            Ok(Some(p)) => {
-                r.m.cap_chunk(p.capacity());
-                r.pipe = Some(p);
-                true
-            }
+            Ok(Some(p)) => Lease::Pipe(p),
             Ok(None) => {
-                if queue && !r.waiting_pipe {
-                    r.waiting_pipe = true;
+                if queue {
                     self.waiters.push_back(id);
                 }
-                false
+                Lease::Wait { queued: queue }
             }
-            Err(e) => {
-                r.m.fail_source(e);
-                true
-            }
-        }
-    }
-
-    /// Gives a transfer's pipe back when it is empty and nothing of the kernel's may still
-    /// use it.
-    pub(crate) fn release_if_idle(&mut self, r: &mut Running) {
-        if r.with_driver || r.pipe.is_none() || r.m.staged() > 0 {
-            return;
-        }
-        if let Some(p) = r.pipe.take() {
-            debug_assert_eq!(sys::bytes_readable(p.read_fd()).unwrap_or(0), 0);
-            self.give(p, false);
+            Err(e) => Lease::Failed(e),
         }
     }
 

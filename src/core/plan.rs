@@ -14,7 +14,6 @@ use crate::sys::{FdInfo, FdKind};
 use crate::transfer::Strategy;
 
 use super::machine::Route;
-use super::slots::Request;
 
 /// Who carries out a started transfer's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +43,16 @@ impl Via {
             Via::CopyFileRange => Op::CopyFileRange,
         }
     }
+}
+
+/// What a queued transfer asks for, kept until it starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    pub(crate) length: Option<u64>,
+    pub(crate) src_off: Option<u64>,
+    pub(crate) dst_off: Option<u64>,
+    pub(crate) strategy: Strategy,
+    pub(crate) shutdown_dst: bool,
 }
 
 /// What the backend can do.

@@ -1,6 +1,5 @@
-//! The slab of transfers: each slot queued or running, the one packing of a transfer's
-//! identity (into [`TransferId`] and into io_uring's `user_data`), timers, and the queue of
-//! completions not yet collected.
+//! The slab of transfers: each slot queued or running, what a running one holds, timers,
+//! and the queue of completions not yet collected. Ids are packed in id.rs.
 //!
 //! A slot is freed only when no operation of its transfer is still with the kernel, so a
 //! stale CQE can never reach a reused slot; ids carry a generation so a stale `cancel` (or
@@ -17,92 +16,12 @@ use crate::completion::Completion;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Rejected};
 use crate::op::copy::CopyBuf;
-use crate::transfer::{Length, Strategy, Transfer, TransferId};
+use crate::transfer::{Length, Transfer, TransferId};
 
+use super::id::{GENERATION_BITS, Id, MAX_TRANSFERS};
 use super::machine::Machine;
-use super::pipes::Pipe;
-use super::plan::Plan;
-
-/// Bits of a slot index: [`MAX_TRANSFERS`] slots at most.
-const INDEX_BITS: u32 = 31;
-/// Bits of a slot's generation.
-const GENERATION_BITS: u32 = 24;
-/// Bits of an operation's place in its io_uring round.
-const OP_BITS: u32 = 8;
-
-/// Most transfers one engine may hold: slot indexes have [`INDEX_BITS`] bits.
-pub(crate) const MAX_TRANSFERS: usize = 1 << INDEX_BITS;
-/// Most operations one io_uring round may hold: their index has [`OP_BITS`] bits.
-pub(crate) const MAX_ROUND_OPS: usize = 1 << OP_BITS;
-
-/// Tokens at and above this are the drivers' own (cancels, timers): no transfer's token
-/// reaches them, since slot indexes stay below [`MAX_TRANSFERS`].
-pub(crate) const RESERVED_TOKENS: u64 = u64::MAX - 15;
-
-/// Checks that `max_transfers` slots and rounds of `round_ops` operations can be packed.
-pub(crate) fn check_packing(max_transfers: usize, round_ops: usize) -> Result<(), String> {
-    if max_transfers == 0 || max_transfers > MAX_TRANSFERS {
-        return Err(format!(
-            "max_transfers must be between 1 and {MAX_TRANSFERS}"
-        ));
-    }
-    if round_ops > MAX_ROUND_OPS {
-        return Err(format!(
-            "an io_uring round of {round_ops} operations cannot be numbered in {OP_BITS} bits \
-             (at most {MAX_ROUND_OPS})"
-        ));
-    }
-    Ok(())
-}
-
-/// A transfer's identity: its slot and the slot's generation when it was submitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Id {
-    index: u32,
-    generation: u32,
-}
-
-impl Id {
-    /// The slot index.
-    pub(crate) fn index(self) -> usize {
-        self.index as usize
-    }
-
-    /// The id as the caller sees it: `generation << 32 | index`.
-    pub(crate) fn transfer_id(self) -> TransferId {
-        TransferId((u64::from(self.generation) << 32) | u64::from(self.index))
-    }
-
-    fn from_transfer_id(t: TransferId) -> Id {
-        Id {
-            index: (t.0 & 0xFFFF_FFFF) as u32,
-            generation: (t.0 >> 32) as u32,
-        }
-    }
-
-    /// The `user_data` of operation `op` of this transfer's round: the transfer id shifted
-    /// past the op index, `generation << 40 | index << 8 | op`.
-    pub(crate) fn token(self, op: usize) -> u64 {
-        debug_assert!(op < MAX_ROUND_OPS, "round op {op} past {MAX_ROUND_OPS}");
-        (self.transfer_id().0 << OP_BITS) | op as u64
-    }
-
-    /// The id and op index a token was made from.
-    pub(crate) fn from_token(token: u64) -> (Id, usize) {
-        let op = (token & ((1 << OP_BITS) - 1)) as usize;
-        (Id::from_transfer_id(TransferId(token >> OP_BITS)), op)
-    }
-}
-
-/// What a queued transfer asks for, kept until it starts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Request {
-    pub(crate) length: Option<u64>,
-    pub(crate) src_off: Option<u64>,
-    pub(crate) dst_off: Option<u64>,
-    pub(crate) strategy: Strategy,
-    pub(crate) shutdown_dst: bool,
-}
+use super::pipes::{Lease, Pipe, Pipes};
+use super::plan::{Plan, Request};
 
 /// A started transfer: its plan, its state machine and what it holds.
 #[derive(Debug)]
@@ -120,6 +39,43 @@ pub(crate) struct Running {
     pub(crate) waiting_pipe: bool,
     /// Its shared endpoints are counted in the engine's memo of known fds.
     pub(crate) known: bool,
+}
+
+impl Running {
+    /// Leases a pipe if the transfer has none. `false`: none to be had within the budget;
+    /// with `queue` the transfer then waits for one to come back. A pipe creation error
+    /// fails the transfer (and returns `true`: its machine says finish).
+    pub(crate) fn lease(&mut self, id: Id, pipes: &mut Pipes, queue: bool) -> bool {
+        if self.pipe.is_some() {
+            return true;
+        }
+        match pipes.take(id, queue && !self.waiting_pipe) {
+            Lease::Pipe(p) => {
+                self.m.cap_chunk(p.capacity());
+                self.pipe = Some(p);
+                true
+            }
+            Lease::Wait { queued } => {
+                self.waiting_pipe |= queued;
+                false
+            }
+            Lease::Failed(e) => {
+                self.m.fail_source(e);
+                true
+            }
+        }
+    }
+
+    /// Gives the pipe back when it is empty and nothing of the kernel's may still use it.
+    pub(crate) fn release_pipe_if_idle(&mut self, pipes: &mut Pipes) {
+        if self.with_driver || self.m.staged() > 0 {
+            return;
+        }
+        if let Some(p) = self.pipe.take() {
+            debug_assert_eq!(crate::sys::bytes_readable(p.read_fd()).unwrap_or(0), 0);
+            pipes.give(p, false);
+        }
+    }
 }
 
 /// Where a slot is in its life.
@@ -235,10 +191,7 @@ impl Slots {
         if let Some(d) = first {
             self.timers.push(Reverse((now + d, index, generation)));
         }
-        let id = Id {
-            index: index as u32,
-            generation,
-        };
+        let id = Id::new(index, generation);
         self.queued.push(id);
         Ok(id)
     }
@@ -247,7 +200,7 @@ impl Slots {
     pub(crate) fn get(&mut self, id: Id) -> Option<&mut Slot> {
         self.slab
             .get_mut(id.index())
-            .filter(|s| s.generation == id.generation)
+            .filter(|s| s.generation == id.generation())
     }
 
     /// The running transfer of an id.
@@ -260,7 +213,7 @@ impl Slots {
         let slot = self
             .slab
             .get(id.index())
-            .filter(|s| s.generation == id.generation)?;
+            .filter(|s| s.generation == id.generation())?;
         match &slot.state {
             State::Running(r) => Some(r),
             State::Queued(_) => None,
@@ -271,7 +224,7 @@ impl Slots {
     pub(crate) fn find(&self, t: TransferId) -> Option<Id> {
         let id = Id::from_transfer_id(t);
         let slot = self.slab.get(id.index())?;
-        (slot.generation == id.generation).then_some(id)
+        (slot.generation == id.generation()).then_some(id)
     }
 
     /// Bytes a transfer in flight has delivered so far.
@@ -315,10 +268,7 @@ impl Slots {
                 break;
             }
             self.timers.pop();
-            let id = Id {
-                index: index as u32,
-                generation,
-            };
+            let id = Id::new(index, generation);
             let Some(slot) = self.get(id) else { continue };
             if matches!(slot.state, State::Queued(_)) {
                 // Not started yet: check again right after the next start.
@@ -355,35 +305,4 @@ impl Slots {
 /// The raw fds of a slot's endpoints.
 pub(crate) fn fds_of(slot: &Slot) -> (i32, i32) {
     (slot.src.as_raw_fd(), slot.dst.as_raw_fd())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One packing: a token carries the transfer id and the op index, whatever the bits.
-    #[test]
-    fn tokens_and_transfer_ids_round_trip_at_the_limits() {
-        let gens = [0, 1, (1 << GENERATION_BITS) - 1];
-        let indexes = [0, 1, MAX_TRANSFERS as u32 - 1];
-        for generation in gens {
-            for index in indexes {
-                let id = Id { index, generation };
-                assert_eq!(Id::from_transfer_id(id.transfer_id()), id);
-                for op in [0, 1, MAX_ROUND_OPS - 1] {
-                    let t = id.token(op);
-                    assert!(t < RESERVED_TOKENS, "{t:#x}");
-                    assert_eq!(Id::from_token(t), (id, op));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn packing_refuses_what_it_cannot_number() {
-        assert!(check_packing(MAX_TRANSFERS, MAX_ROUND_OPS).is_ok());
-        assert!(check_packing(MAX_TRANSFERS + 1, 1).is_err());
-        assert!(check_packing(0, 1).is_err());
-        assert!(check_packing(1, MAX_ROUND_OPS + 1).is_err());
-    }
 }

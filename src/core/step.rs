@@ -9,10 +9,11 @@ use crate::op::{OpResult, copy, copy_range, direct, drain, fill, record, sendfil
 use crate::stats::Stats;
 use crate::sys::{self, SigpipeGuard};
 
+use super::id::Id;
 use super::machine::{Action, Route};
 use super::pipes::Pipes;
 use super::plan::Via;
-use super::slots::{Id, Running};
+use super::slots::Running;
 
 /// How far past a chunk `cachestat` must find the file cached before the chunk is sent
 /// inline: the default `read_ahead_kb` of many block devices (8 MiB on this VM's virtio
@@ -115,7 +116,7 @@ fn fill_step(r: &mut Running, cx: &mut Step<'_>, len: usize) -> Option<Park> {
         }
         Route::Pipe if r.plan.offload.is_some() => send_cached_or_offload(r, cx, len),
         Route::Pipe => {
-            if !cx.pipes.lease(cx.id, r, true) {
+            if !r.lease(cx.id, cx.pipes, true) {
                 return Some(Park::NeedPipe);
             }
             // No pipe after a lease: its creation failed, and the machine holds the error.
@@ -125,7 +126,7 @@ fn fill_step(r: &mut Running, cx: &mut Step<'_>, len: usize) -> Option<Park> {
             r.m.on_fill(res);
             r.m.hint_short_read(len, res);
             if r.m.staged() == 0 {
-                cx.pipes.release_if_idle(r);
+                r.release_pipe_if_idle(cx.pipes);
             }
             None
         }
@@ -160,7 +161,7 @@ fn send_cached_or_offload(r: &mut Running, cx: &mut Step<'_>, len: usize) -> Opt
         r.m.on_direct(res);
         return None;
     }
-    if !cx.pipes.lease(cx.id, r, true) {
+    if !r.lease(cx.id, cx.pipes, true) {
         return Some(Park::NeedPipe);
     }
     // Not counted as an inline call: the kernel's worker makes it.
@@ -204,7 +205,7 @@ fn drain_step(r: &mut Running, cx: &mut Step<'_>, len: usize) {
     if r.m.take_copy_fallback() {
         cx.stats.copy_fallbacks += 1;
     }
-    cx.pipes.release_if_idle(r);
+    r.release_pipe_if_idle(cx.pipes);
 }
 
 fn direct_step(r: &mut Running, cx: &mut Step<'_>, len: usize) {

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::{Event, Timer, Wake};
-use crate::core::slots::Id;
+use super::event::Event;
+use super::wake::{Timer, Wake};
+use crate::core::id::Id;
 use crate::error::{Error, Op, Result};
 use crate::op::{Dir, poll};
 use crate::stats::Stats;

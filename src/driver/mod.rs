@@ -7,125 +7,21 @@
 //! Both wake a caller's own event loop through one fd ([`Wake`]).
 
 pub(crate) mod epoll;
+pub(crate) mod event;
 pub(crate) mod uring;
+pub(crate) mod wake;
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::core::slots::Id;
-use crate::error::{Error, Op, Result};
+use crate::core::id::Id;
+use crate::error::Result;
 use crate::op::{Dir, OpKind};
 use crate::stats::Stats;
-use crate::sys;
 
-/// What a driver reports.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// A readiness wait ended (epoll): the event bits, or the errno of a wait that could
-    /// not be made.
-    Ready {
-        id: Id,
-        dir: Dir,
-        res: Result<u32, i32>,
-    },
-    /// Every operation of an io_uring round has completed: each one's CQE result, in
-    /// submission order (`-ECANCELED`: not run). Give `ops` back with
-    /// [`Driver::recycle`].
-    Round { id: Id, ops: Vec<(OpKind, i32)> },
-}
-
-/// What a round's SQEs name: the endpoints, the engine's pipe, the machine's offsets.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RoundFds {
-    pub(crate) src: RawFd,
-    pub(crate) dst: RawFd,
-    /// (read end, write end).
-    pub(crate) pipe: Option<(RawFd, RawFd)>,
-    pub(crate) src_off: Option<u64>,
-    pub(crate) dst_off: Option<u64>,
-}
-
-/// The eventfd that makes the engine's fd readable, and whether it may be readable now.
-#[derive(Debug)]
-pub(crate) struct Wake {
-    fd: OwnedFd,
-    dirty: bool,
-}
-
-impl Wake {
-    pub(crate) fn new() -> Result<Wake> {
-        let fd = sys::eventfd().map_err(|e| Error::io(Op::Eventfd, -1, e))?;
-        Ok(Wake { fd, dirty: false })
-    }
-
-    /// Makes it readable (until cleared).
-    pub(crate) fn signal(&mut self) {
-        if !self.dirty {
-            sys::eventfd_signal(self.fd.as_raw_fd());
-            self.dirty = true;
-        }
-    }
-
-    /// Notes that something else (the kernel, for io_uring CQEs) may have signalled it.
-    pub(crate) fn mark(&mut self) {
-        self.dirty = true;
-    }
-
-    /// Makes it quiet, with a syscall only if it may be readable.
-    pub(crate) fn clear(&mut self) {
-        if std::mem::take(&mut self.dirty) {
-            sys::eventfd_clear(self.fd.as_raw_fd());
-        }
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// When the driver's timer for the earliest transfer timeout will fire.
-#[derive(Debug, Default)]
-pub(crate) struct Timer {
-    armed: Option<Instant>,
-}
-
-impl Timer {
-    /// Whether the timer must be (re)armed for `at`: nothing armed, or armed later.
-    pub(crate) fn needs(&self, at: Instant) -> bool {
-        self.armed.is_none_or(|a| a > at)
-    }
-
-    pub(crate) fn armed(&mut self, at: Instant) {
-        self.armed = Some(at);
-    }
-
-    pub(crate) fn fired(&mut self) {
-        self.armed = None;
-    }
-}
-
-/// How long a blocking wait may sleep: until the caller's deadline or the earliest
-/// transfer timer, whichever comes first (`Some(None)`: no limit). `None`: the caller's
-/// deadline has passed.
-pub(crate) fn block_time(
-    deadline: Option<Instant>,
-    timer: Option<Instant>,
-) -> Option<Option<Duration>> {
-    let now = Instant::now();
-    let left = match deadline {
-        Some(d) => match d.checked_duration_since(now) {
-            Some(l) if !l.is_zero() => Some(l),
-            _ => return None,
-        },
-        None => None,
-    };
-    let to_timer = timer.map(|t| t.saturating_duration_since(now));
-    Some(match (left, to_timer) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
-}
+pub(crate) use event::{Event, RoundFds};
+pub(crate) use wake::block_time;
 
 /// One of the two drivers.
 #[derive(Debug)]

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
-use super::{Event, RoundFds, Timer, Wake};
+use super::event::{Event, RoundFds};
+use super::wake::{Timer, Wake};
 use crate::config::Config;
-use crate::core::slots::{Id, MAX_ROUND_OPS, RESERVED_TOKENS};
+use crate::core::id::{Id, MAX_ROUND_OPS, RESERVED_TOKENS};
 use crate::error::{Error, Op, Result};
 use crate::op::{Dir, OpKind, direct, drain, fill, poll};
 use crate::stats::Stats;

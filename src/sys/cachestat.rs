@@ -49,7 +49,7 @@ pub(crate) fn page_cached(fd: RawFd, off: u64, len: usize) -> bool {
         }
         return false;
     }
-    let page = super::page_size() as u64;
+    let page = super::basic::page_size() as u64;
     let pages = (off + len as u64).div_ceil(page) - off / page;
     st.nr_cache >= pages
 }

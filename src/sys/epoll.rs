@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::basic::cvt;
 
 /// One event as `epoll_wait` reports it: the registration's data and the ready bits.
 pub(crate) type EpollEvent = libc::epoll_event;

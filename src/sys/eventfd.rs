@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::basic::cvt;
 
 /// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::cvt;
+use super::basic::cvt;
 
 /// What kind of file an fd refers to, as far as choosing a route is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::cvt;
+use super::basic::cvt;
 
 /// `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`: never block in the pipe; move pages where possible.
 pub(crate) const SPLICE_FLAGS: u32 = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;

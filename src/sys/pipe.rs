@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::basic::cvt;
 
 /// `pipe2(O_CLOEXEC | O_NONBLOCK)`: (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -30,7 +30,7 @@ pub(crate) fn pipe_size(fd: RawFd) -> io::Result<usize> {
 /// The size `F_SETPIPE_SZ` grants for a request of `size` bytes: a power-of-two number of
 /// pages (`round_pipe_size()` in the kernel's fs/pipe.c).
 pub(crate) fn granted_pipe_size(size: usize) -> usize {
-    let page = super::page_size();
+    let page = super::basic::page_size();
     size.div_ceil(page).max(1).next_power_of_two() * page
 }
 

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::cvt;
+use super::basic::cvt;
 
 /// `timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)`.
 pub(crate) fn timerfd() -> io::Result<OwnedFd> {

@@ -1,0 +1,89 @@
+//! What both drivers keep the same way: the wake-up eventfd, the transfer timer's state,
+//! and how long a blocking wait may sleep.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Op, Result};
+use crate::sys;
+
+/// The eventfd that makes the engine's fd readable, and whether it may be readable now.
+#[derive(Debug)]
+pub(crate) struct Wake {
+    fd: OwnedFd,
+    dirty: bool,
+}
+
+impl Wake {
+    pub(crate) fn new() -> Result<Wake> {
+        let fd = sys::eventfd().map_err(|e| Error::io(Op::Eventfd, -1, e))?;
+        Ok(Wake { fd, dirty: false })
+    }
+
+    /// Makes it readable (until cleared).
+    pub(crate) fn signal(&mut self) {
+        if !self.dirty {
+            sys::eventfd_signal(self.fd.as_raw_fd());
+            self.dirty = true;
+        }
+    }
+
+    /// Notes that something else (the kernel, for io_uring CQEs) may have signalled it.
+    pub(crate) fn mark(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Makes it quiet, with a syscall only if it may be readable.
+    pub(crate) fn clear(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            sys::eventfd_clear(self.fd.as_raw_fd());
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// When the driver's timer for the earliest transfer timeout will fire.
+#[derive(Debug, Default)]
+pub(crate) struct Timer {
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    /// Whether the timer must be (re)armed for `at`: nothing armed, or armed later.
+    pub(crate) fn needs(&self, at: Instant) -> bool {
+        self.armed.is_none_or(|a| a > at)
+    }
+
+    pub(crate) fn armed(&mut self, at: Instant) {
+        self.armed = Some(at);
+    }
+
+    pub(crate) fn fired(&mut self) {
+        self.armed = None;
+    }
+}
+
+/// How long a blocking wait may sleep: until the caller's deadline or the earliest
+/// transfer timer, whichever comes first (`Some(None)`: no limit). `None`: the caller's
+/// deadline has passed.
+pub(crate) fn block_time(
+    deadline: Option<Instant>,
+    timer: Option<Instant>,
+) -> Option<Option<Duration>> {
+    let now = Instant::now();
+    let left = match deadline {
+        Some(d) => match d.checked_duration_since(now) {
+            Some(l) if !l.is_zero() => Some(l),
+            _ => return None,
+        },
+        None => None,
+    };
+    let to_timer = timer.map(|t| t.saturating_duration_since(now));
+    Some(match (left, to_timer) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
