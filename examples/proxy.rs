@@ -42,6 +42,9 @@ use listen::listen_wide;
 #[path = "support/signals.rs"]
 mod signals;
 
+#[path = "support/flags.rs"]
+mod flags;
+
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 /// `shutdown(2)` on a shared socket. Errors (`ENOTCONN` after a reset) change nothing for
@@ -51,58 +54,25 @@ fn shutdown(fd: &OwnedFd, how: libc::c_int) {
     unsafe { libc::shutdown(fd.as_raw_fd(), how) };
 }
 
+/// A TCP proxy on one engine: both directions of every connection are transfers.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
+    /// address to listen on (default 127.0.0.1:8000)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8000))")]
     listen: SocketAddr,
+    /// address every connection is relayed to
+    #[argh(option)]
     upstream: SocketAddr,
+    /// most connections at once (default 4096)
+    #[argh(option, default = "4096", from_str_fn(flags::positive))]
     max_conns: usize,
+    /// auto|chain|inline|copy (default auto)
+    #[argh(option, default = "Strategy::Auto", from_str_fn(flags::strategy))]
     strategy: Strategy,
+    /// a line per connection
+    #[argh(switch)]
     verbose: bool,
-}
-
-fn parse_args() -> BoxResult<Args> {
-    let mut listen: SocketAddr = "127.0.0.1:8000".parse()?;
-    let mut upstream = None;
-    let mut max_conns = 4096;
-    let mut verbose = false;
-    let mut strategy = Strategy::Auto;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => listen = value()?.parse()?,
-            "--upstream" => upstream = Some(value()?.parse()?),
-            "--max-conns" => max_conns = value()?.parse()?,
-            "--verbose" => verbose = true,
-            "--strategy" => {
-                strategy = match value()?.as_str() {
-                    "auto" => Strategy::Auto,
-                    "chain" => Strategy::Chain,
-                    "inline" => Strategy::Inline,
-                    "copy" => Strategy::Copy,
-                    other => return Err(format!("unknown strategy {other:?}").into()),
-                }
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: proxy --upstream ADDR [--listen ADDR (127.0.0.1:8000)] \
-                     [--max-conns N (4096)] [--strategy auto|chain|inline|copy] [--verbose]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    let upstream = upstream.ok_or("--upstream ADDR is required")?;
-    if max_conns == 0 {
-        return Err("--max-conns must be positive".into());
-    }
-    Ok(Args {
-        listen,
-        upstream,
-        max_conns,
-        strategy,
-        verbose,
-    })
 }
 
 /// One proxied connection: the two sockets and its two directions.
@@ -246,7 +216,7 @@ impl Proxy {
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let args: Args = argh::from_env();
     signals::handle_signals()?;
     let engine = Engine::builder()
         .max_transfers(args.max_conns * 2)
