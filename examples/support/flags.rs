@@ -48,8 +48,33 @@ where
 
     fn from_str(s: &str) -> Result<Self, String> {
         s.split(',')
-            .map(|v| v.parse().map_err(|e| format!("{v:?}: {e}")))
+            .map(|v| v.parse().map_err(|e: T::Err| e.to_string()))
             .collect::<Result<_, _>>()
             .map(List)
     }
+}
+
+/// This process's arguments less the `--bench` that `cargo bench` appends to a
+/// `harness = false` bench's (argh would refuse it, even after `--help`).
+pub fn bench_args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect()
+}
+
+/// `args` parsed as `name`'s flags; on `--help` or an error, prints it and exits (0 or 1)
+/// as `argh::from_env` does (which would name a bench by its hashed file name).
+pub fn from_args_or_exit<T: argh::TopLevelCommand>(name: &str, args: &[String]) -> T {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    T::from_args(&[name], &args).unwrap_or_else(|exit| match exit.status {
+        Ok(()) => {
+            println!("{}", exit.output);
+            std::process::exit(0)
+        }
+        Err(()) => {
+            eprintln!("{}\nRun {name} --help for more information.", exit.output);
+            std::process::exit(1)
+        }
+    })
 }
