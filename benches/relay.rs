@@ -350,7 +350,7 @@ fn start_relay(
         if out.read_line(&mut line)? == 0 {
             return Err("the proxy exited before listening".into());
         }
-        // "proxy: 127.0.0.1:PORT -> UPSTREAM (Ctrl-C to stop)"
+        // "proxy: 127.0.0.1:PORT -> UPSTREAM on N thread(s) (Ctrl-C to stop)"
         if let Some(rest) = line.strip_prefix("proxy: ") {
             let a = rest.split_whitespace().next().ok_or("bad proxy line")?;
             break a.parse()?;
