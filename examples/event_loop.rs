@@ -36,6 +36,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use ringsplice::{Completion, Endpoint, Engine, Transfer};
 
+#[path = "support/flags.rs"]
+mod flags;
+
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 const ENGINE: Token = Token(0);
@@ -43,42 +46,20 @@ const LISTENER: Token = Token(1);
 /// The whole run must finish within this, or it fails (a hang in CI must not go unseen).
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// An echo server on ringsplice inside a mio loop, with clients that check every byte of
+/// the echo; exits 0 when all matched.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
+    /// client threads (default 4)
+    #[argh(option, default = "4", from_str_fn(flags::positive))]
     clients: usize,
+    /// connections per client, one after another (default 50)
+    #[argh(option, default = "50", from_str_fn(flags::positive))]
     conns: usize,
+    /// bytes sent on each connection (default 1048576)
+    #[argh(option, default = "1 << 20")]
     bytes: usize,
-}
-
-fn parse_args() -> BoxResult<Args> {
-    let mut a = Args {
-        clients: 4,
-        conns: 50,
-        bytes: 1 << 20,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || -> BoxResult<usize> {
-            let v = it.next().ok_or(format!("{flag} needs a value"))?;
-            Ok(v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))?)
-        };
-        match flag.as_str() {
-            "--clients" => a.clients = value()?,
-            "--conns" => a.conns = value()?,
-            "--bytes" => a.bytes = value()?,
-            "-h" | "--help" => {
-                println!(
-                    "usage: event_loop [--clients N (4)] [--conns N per client (50)] \
-                     [--bytes N per connection (1048576)]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    if a.clients == 0 || a.conns == 0 {
-        return Err("--clients and --conns must be positive".into());
-    }
-    Ok(a)
 }
 
 /// Whether `fd` is readable right now (a zero-timeout `poll(2)`).
@@ -168,7 +149,7 @@ fn on_completion(c: Completion, conns: &mut Conns, failures: &mut u64) {
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let args: Args = argh::from_env();
     let mut engine = Engine::new()?;
     println!(
         "backend: {} ({})",

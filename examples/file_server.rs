@@ -35,37 +35,19 @@ type BoxResult<T> = Result<T, Box<dyn Error>>;
 /// How long a served socket waits for the client to close before it is closed anyway.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// Serves one file: every connection gets the whole file, then a graceful close.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
+    /// address to listen on (default 127.0.0.1:8001)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8001))")]
     listen: SocketAddr,
+    /// the file every client gets
+    #[argh(option)]
     file: PathBuf,
+    /// a line per connection
+    #[argh(switch)]
     verbose: bool,
-}
-
-fn parse_args() -> BoxResult<Args> {
-    let mut listen: SocketAddr = "127.0.0.1:8001".parse()?;
-    let mut file = None;
-    let mut verbose = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => listen = value()?.parse()?,
-            "--file" => file = Some(PathBuf::from(value()?)),
-            "--verbose" => verbose = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: file_server --file PATH [--listen ADDR (127.0.0.1:8001)] [--verbose]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    Ok(Args {
-        listen,
-        file: file.ok_or("--file PATH is required")?,
-        verbose,
-    })
 }
 
 /// Counters printed on exit.
@@ -101,7 +83,7 @@ impl Lingering {
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let args: Args = argh::from_env();
     let len = std::fs::metadata(&args.file)?.len();
     signals::handle_signals()?;
     let mut engine = Engine::new()?;

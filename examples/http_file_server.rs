@@ -65,6 +65,9 @@ use listen::listen_wide;
 #[path = "support/signals.rs"]
 mod signals;
 
+#[path = "support/flags.rs"]
+mod flags;
+
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 /// Largest request head (request line and header fields) accepted.
@@ -78,45 +81,25 @@ const LINGER: Duration = Duration::from_secs(5);
 /// How long responses in flight may finish after SIGINT/SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// A minimal HTTP/1.1 static file server (GET and HEAD, keep-alive) on one engine.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
+    /// address to listen on (default 127.0.0.1:8080)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8080))")]
     listen: SocketAddr,
+    /// directory whose files are served (default .)
+    #[argh(option, default = "PathBuf::from(\".\")")]
     root: PathBuf,
+    /// most connections at once (default 4096)
+    #[argh(option, default = "4096", from_str_fn(flags::positive))]
     max_conns: usize,
+    /// bodies of at most this many bytes go as Strategy::Copy (default 0: none)
+    #[argh(option, default = "0")]
     copy_max: u64,
+    /// a line per request
+    #[argh(switch)]
     verbose: bool,
-}
-
-fn parse_args() -> BoxResult<Args> {
-    let mut a = Args {
-        listen: "127.0.0.1:8080".parse()?,
-        root: PathBuf::from("."),
-        max_conns: 4096,
-        copy_max: 0,
-        verbose: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => a.listen = value()?.parse()?,
-            "--root" => a.root = PathBuf::from(value()?),
-            "--max-conns" => a.max_conns = value()?.parse()?,
-            "--copy-max" => a.copy_max = value()?.parse()?,
-            "--verbose" => a.verbose = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: http_file_server [--root DIR (.)] [--listen ADDR (127.0.0.1:8080)] \
-                     [--max-conns N (4096)] [--copy-max BYTES (0)] [--verbose]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    if a.max_conns == 0 {
-        return Err("--max-conns must be positive".into());
-    }
-    Ok(a)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -928,7 +911,7 @@ fn accept_all(
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let args: Args = argh::from_env();
     signals::handle_signals()?;
     let root =
         File::open(&args.root).map_err(|e| format!("--root {}: {e}", args.root.display()))?;

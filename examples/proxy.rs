@@ -1,8 +1,9 @@
-//! A TCP proxy on one engine: every accepted connection is joined to a new connection to
-//! the upstream, and both directions run as transfers on the same engine.
+//! A TCP proxy on one engine per thread: every accepted connection is joined to a new
+//! connection to the upstream, and both directions run as transfers on the same engine.
 //!
 //! ```text
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8000 --upstream 127.0.0.1:9000
+//! cargo run --release --example proxy -- --upstream 127.0.0.1:9000 --threads 2
 //! ```
 //!
 //! - Each socket is shared ([`Endpoint::shared`]) so it is the source of one transfer and
@@ -11,14 +12,18 @@
 //!   half-close is passed on, and the other direction keeps running until its own end of
 //!   file. When a direction fails, the other is cancelled. A connection is closed when both
 //!   are done.
-//! - One thread, one `poll(2)` on two fds: the listener and the engine's fd. The upstream
-//!   connect is a blocking `connect` with a short timeout, which is fine for an upstream on
-//!   the same host; a proxy for remote upstreams would connect without blocking.
+//! - Each thread has one `poll(2)` on two fds: its listener and its engine's fd. The
+//!   upstream connect is a blocking `connect` with a short timeout, which is fine for an
+//!   upstream on the same host; a proxy for remote upstreams would connect without blocking.
+//! - Multi-core without an async runtime (`--threads N`): N threads, each with its own
+//!   engine and its own listener on the same address, bound with `SO_REUSEPORT`, so the
+//!   kernel spreads new connections over the threads and they share nothing. A connection
+//!   stays on the thread that accepted it.
 //! - `SIGINT`/`SIGTERM` stop the loop; dropping the engine cancels what is in flight.
 //!
 //! Flags: `--listen ADDR` (default `127.0.0.1:8000`), `--upstream ADDR` (required),
-//! `--max-conns N` (default 4096), `--strategy auto|chain|inline|copy` (default auto),
-//! `--verbose` (a line per connection).
+//! `--max-conns N` per thread (default 4096), `--strategy auto|chain|inline|copy` (default
+//! auto), `--threads N` (default 1), `--verbose` (a line per connection).
 //!
 //! There is no idle timeout: `Transfer::idle_timeout` applies to one direction, and a
 //! healthy connection often has one direction silent for a long time (a client waiting for
@@ -30,19 +35,23 @@ use std::error::Error;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::thread;
 use std::time::Duration;
 
-use ringsplice::{Completion, Endpoint, Engine, Strategy, Transfer, TransferId};
+use ringsplice::{Completion, Endpoint, Engine, Stats, Strategy, Transfer, TransferId};
 
 #[path = "support/listen.rs"]
 mod listen;
-use listen::listen_wide;
+use listen::{listen_reuseport, listen_wide};
 
 #[path = "support/signals.rs"]
 mod signals;
 
-type BoxResult<T> = Result<T, Box<dyn Error>>;
+#[path = "support/flags.rs"]
+mod flags;
+
+type BoxResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// `shutdown(2)` on a shared socket. Errors (`ENOTCONN` after a reset) change nothing for
 /// the proxy, so they are ignored.
@@ -51,58 +60,28 @@ fn shutdown(fd: &OwnedFd, how: libc::c_int) {
     unsafe { libc::shutdown(fd.as_raw_fd(), how) };
 }
 
+/// A TCP proxy on one engine per thread: both directions of every connection are transfers.
+#[derive(Clone, argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
+    /// address to listen on (default 127.0.0.1:8000)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8000))")]
     listen: SocketAddr,
+    /// address every connection is relayed to
+    #[argh(option)]
     upstream: SocketAddr,
+    /// most connections at once, per thread (default 4096)
+    #[argh(option, default = "4096", from_str_fn(flags::positive))]
     max_conns: usize,
+    /// threads, each with its own engine and SO_REUSEPORT listener (default 1)
+    #[argh(option, default = "1", from_str_fn(flags::positive))]
+    threads: usize,
+    /// auto|chain|inline|copy (default auto)
+    #[argh(option, default = "Strategy::Auto", from_str_fn(flags::strategy))]
     strategy: Strategy,
+    /// a line per connection
+    #[argh(switch)]
     verbose: bool,
-}
-
-fn parse_args() -> BoxResult<Args> {
-    let mut listen: SocketAddr = "127.0.0.1:8000".parse()?;
-    let mut upstream = None;
-    let mut max_conns = 4096;
-    let mut verbose = false;
-    let mut strategy = Strategy::Auto;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => listen = value()?.parse()?,
-            "--upstream" => upstream = Some(value()?.parse()?),
-            "--max-conns" => max_conns = value()?.parse()?,
-            "--verbose" => verbose = true,
-            "--strategy" => {
-                strategy = match value()?.as_str() {
-                    "auto" => Strategy::Auto,
-                    "chain" => Strategy::Chain,
-                    "inline" => Strategy::Inline,
-                    "copy" => Strategy::Copy,
-                    other => return Err(format!("unknown strategy {other:?}").into()),
-                }
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: proxy --upstream ADDR [--listen ADDR (127.0.0.1:8000)] \
-                     [--max-conns N (4096)] [--strategy auto|chain|inline|copy] [--verbose]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    let upstream = upstream.ok_or("--upstream ADDR is required")?;
-    if max_conns == 0 {
-        return Err("--max-conns must be positive".into());
-    }
-    Ok(Args {
-        listen,
-        upstream,
-        max_conns,
-        strategy,
-        verbose,
-    })
 }
 
 /// One proxied connection: the two sockets and its two directions.
@@ -246,23 +225,79 @@ impl Proxy {
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let args: Args = argh::from_env();
     signals::handle_signals()?;
+    // One listener per thread, all on one address. With several, each sets SO_REUSEPORT
+    // before bind; the first fixes the port when --listen asks for port 0. (One thread sets
+    // no SO_REUSEPORT: a second proxy started on its port by mistake fails to bind instead
+    // of quietly taking half of the connections.)
+    let bind = if args.threads > 1 {
+        listen_reuseport
+    } else {
+        listen_wide
+    };
+    let first = bind(args.listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..args.threads {
+        listeners.push(bind(addr)?);
+    }
+    let (ready_tx, ready) = mpsc::channel();
+    let workers: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let (args, ready_tx) = (args.clone(), ready_tx.clone());
+            thread::spawn(move || {
+                serve(listener, args, ready_tx).unwrap_or_else(|e| {
+                    eprintln!("proxy: {e}");
+                    std::process::exit(1)
+                })
+            })
+        })
+        .collect();
+    // Every thread's engine is built before the line that says the proxy is up.
+    for (i, backend) in ready.iter().take(args.threads).enumerate() {
+        println!("backend: {backend}{}", thread_tag(&args, i));
+    }
+    println!(
+        "proxy: {addr} -> {} on {} thread(s) (Ctrl-C to stop)",
+        args.upstream, args.threads
+    );
+    for (i, w) in workers.into_iter().enumerate() {
+        let (open, counts, stats) = w.join().map_err(|_| "a proxy thread panicked")?;
+        let tag = thread_tag(&args, i);
+        println!("stopping{tag}: {open} connections open; {counts:?}");
+        println!("stats{tag}: {stats:?}");
+    }
+    Ok(())
+}
+
+/// `" (thread I)"` when there is more than one.
+fn thread_tag(args: &Args, i: usize) -> String {
+    if args.threads > 1 {
+        format!(" (thread {i})")
+    } else {
+        String::new()
+    }
+}
+
+/// One thread of the proxy, on its own engine and listener, until SIGINT/SIGTERM. Sends the
+/// engine's backend on `ready` once it is built; returns the connections still open, the
+/// counts and the engine's stats.
+fn serve(
+    listener: TcpListener,
+    args: Args,
+    ready: mpsc::Sender<String>,
+) -> BoxResult<(usize, Counts, Stats)> {
     let engine = Engine::builder()
         .max_transfers(args.max_conns * 2)
         .build()?;
-    println!(
-        "backend: {} ({})",
+    let _ = ready.send(format!(
+        "{} ({})",
         engine.backend(),
         engine.backend_reason()
-    );
-    let listener = listen_wide(args.listen)?;
+    ));
     listener.set_nonblocking(true)?;
-    println!(
-        "proxy: {} -> {} (Ctrl-C to stop)",
-        listener.local_addr()?,
-        args.upstream
-    );
     let mut p = Proxy {
         engine,
         conns: HashMap::new(),
@@ -285,7 +320,8 @@ fn main() -> BoxResult<()> {
             },
         ];
         // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-        // The timeout bounds how late a signal that lands just before the call is seen.
+        // The timeout bounds how late a signal that lands just before the call is seen
+        // (and by every thread, not only the one the signal interrupted).
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 500) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -305,14 +341,13 @@ fn main() -> BoxResult<()> {
             }
         }
     }
-    println!(
-        "stopping: {} connections open; {:?}",
+    let summary = (
         p.conns.len(),
-        p.counts
+        std::mem::take(&mut p.counts),
+        p.engine.stats(),
     );
-    println!("stats: {:?}", p.engine.stats());
     // Dropping the engine cancels the transfers still running and waits for the kernel to
     // give back their operations; then the sockets close.
     drop(p);
-    Ok(())
+    Ok(summary)
 }

@@ -6,6 +6,18 @@ use std::net::{SocketAddr, TcpListener};
 /// A listener on an IPv4 address with a backlog of 4096 (std's `bind` uses 128, which a burst of
 /// a thousand connects overflows).
 pub fn listen_wide(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen(addr, false)
+}
+
+/// [`listen_wide`] with `SO_REUSEPORT` set before `bind`: several such listeners (of the
+/// same user) can bind one address, and the kernel spreads new connections over them by a
+/// hash of each connection's addresses.
+#[allow(dead_code)] // Only the proxy uses it.
+pub fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen(addr, true)
+}
+
+fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use std::os::fd::FromRawFd;
     let SocketAddr::V4(v4) = addr else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 only"));
@@ -19,13 +31,19 @@ pub fn listen_wide(addr: SocketAddr) -> io::Result<TcpListener> {
         }
         let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        let set = |opt| {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        set(libc::SO_REUSEADDR);
+        if reuse_port && set(libc::SO_REUSEPORT) != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let sin = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: v4.port().to_be(),

@@ -1,11 +1,11 @@
-// A real Go file server for examples/sendfile_bench (server kind go-real): each accepted
+// A real Go file server for benches/sendfile.rs (server kind go-real): each accepted
 // connection gets the whole file with io.Copy(conn, file), which Go turns into
 // sendfile(2) on its netpoller (net.TCPConn.ReadFrom -> poll.SendFile). It speaks the
 // bench's child protocol: prints "listening ADDR", serves --clients connections, prints
 // "done cpu=... csw=...", then exits when its stdin closes.
 //
-//	go build -o /tmp/go_sendfile_server examples/support/go_sendfile_server.go
-//	cargo run --release --example sendfile_bench -- --servers go-real,uring --go-server /tmp/go_sendfile_server
+//	go build -o /tmp/go_sendfile_server benches/support/go_sendfile_server.go
+//	cargo bench --bench sendfile -- --servers go-real,uring --go-server /tmp/go_sendfile_server
 package main
 
 import (

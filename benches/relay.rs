@@ -3,11 +3,15 @@
 //! client → sink in the same round.
 //!
 //! ```text
-//! cargo build --release --example proxy        # the relay under test (built on demand too)
-//! cargo run --release --example relay_bench    # 64 × 32 MiB, 1000 × 1 MiB, 1000 × 4 KiB
-//! cargo run --release --example relay_bench -- --conns 64 --mib 32 --rounds 5 --strace
-//! cargo run --release --example relay_bench -- --conns 1000 --kib 4   # connection churn
+//! cargo bench --bench relay                   # 64 × 32 MiB, 1000 × 1 MiB, 1000 × 4 KiB
+//! cargo bench --bench relay -- --conns 64 --mib 32 --rounds 5 --strace
+//! cargo bench --bench relay -- --conns 1000 --kib 4       # connection churn
+//! cargo bench --bench relay -- --proxy /path/to/proxy     # another build of the proxy
 //! ```
+//!
+//! The relay under test is the proxy example, which this bench builds first (`cargo build
+//! --release --example proxy`, a no-op when up to date) and runs from the same target
+//! directory, unless `--proxy PATH` names one.
 //!
 //! For each workload it prints one row per relay: throughput, **tax** (throughput over the
 //! direct run of the same round), the relay process's own CPU seconds per GB (user + system
@@ -23,87 +27,87 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-#[path = "support/listen.rs"]
+#[path = "../examples/support/listen.rs"]
 mod listen;
 use listen::listen_wide;
 
+#[path = "../examples/support/flags.rs"]
+mod flags;
+use flags::List;
+
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
+/// The relay workload: clients -> examples/proxy (its own process) -> sink on 127.0.0.1,
+/// beside the same load sent directly client -> sink in the same round.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
-    /// `(connections, bytes each)`.
-    workloads: Vec<(usize, u64)>,
+    /// connections of the one workload to run (default: three workloads, 64 x 32 MiB,
+    /// 1000 x 1 MiB and 1000 x 4 KiB; with only --mib or --kib, 64)
+    #[argh(option, from_str_fn(flags::positive))]
+    conns: Option<usize>,
+    /// size of each connection's load in MiB (default 32 when --conns is given)
+    #[argh(option, from_str_fn(flags::positive))]
+    mib: Option<u64>,
+    /// size of each connection's load in KiB, instead of --mib
+    #[argh(option, from_str_fn(flags::positive))]
+    kib: Option<u64>,
+    /// rounds; the table shows medians (default 3)
+    #[argh(option, default = "3", from_str_fn(flags::positive))]
     rounds: usize,
+    /// count each relay run's syscalls with strace -f -c (slows the relay down)
+    #[argh(switch)]
     strace: bool,
-    /// Record a `perf record -e cpu-clock -g` profile of each relay run (kept in /tmp).
+    /// record a perf record -e cpu-clock -g profile of each relay run (kept in /tmp)
+    #[argh(switch)]
     perf: bool,
-    /// Which relays to run: `BACKEND[:STRATEGY]`, backend `io-uring` or `fallback`,
-    /// strategy one of the proxy's `--strategy` values (default `auto`).
-    relays: Vec<String>,
+    /// relays to run, BACKEND[:STRATEGY],...: backend io-uring|fallback, strategy one of
+    /// the proxy's --strategy values (default io-uring,fallback)
+    #[argh(
+        option,
+        default = "List(vec![\"io-uring\".into(), \"fallback\".into()])",
+        from_str_fn(relay_list)
+    )]
+    relays: List<String>,
+    /// the proxy binary to measure (default: the proxy example, built now if stale)
+    #[argh(option)]
+    proxy: Option<PathBuf>,
 }
 
-fn parse_args() -> BoxResult<Args> {
-    let (mut conns, mut bytes, mut rounds, mut strace, mut perf) = (None, None, 3, false, false);
-    let mut relays = vec!["io-uring".to_string(), "fallback".to_string()];
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || -> BoxResult<u64> {
-            let v = it.next().ok_or(format!("{flag} needs a value"))?;
-            let n: u64 = v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))?;
-            if n == 0 {
-                return Err(format!("{flag} must be positive").into());
-            }
-            Ok(n)
+impl Args {
+    /// `(connections, bytes each)`.
+    fn workloads(&self) -> BoxResult<Vec<(usize, u64)>> {
+        let bytes = match (self.mib, self.kib) {
+            (Some(_), Some(_)) => return Err("--mib and --kib exclude each other".into()),
+            (Some(m), None) => Some(m << 20),
+            (None, Some(k)) => Some(k << 10),
+            (None, None) => None,
         };
-        match flag.as_str() {
-            "--conns" => conns = Some(value()? as usize),
-            "--mib" => bytes = Some(value()? << 20),
-            "--kib" => bytes = Some(value()? << 10),
-            "--rounds" => rounds = value()? as usize,
-            "--strace" => strace = true,
-            "--perf" => perf = true,
-            "--relays" => {
-                let v = it.next().ok_or("--relays needs a value")?;
-                relays = v.split(',').map(str::to_string).collect();
-                for r in &relays {
-                    let (b, st) = r.split_once(':').unwrap_or((r, "auto"));
-                    if !matches!(b, "io-uring" | "fallback")
-                        || !matches!(st, "auto" | "chain" | "inline" | "copy")
-                    {
-                        return Err(format!(
-                            "bad relay {r:?}: BACKEND[:STRATEGY], backend io-uring|fallback, \
-                             strategy auto|chain|inline|copy"
-                        )
-                        .into());
-                    }
-                }
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: relay_bench [--conns N] [--mib M | --kib K] [--rounds R (3)] \
-                     [--relays io-uring,fallback,io-uring:chain,...] [--strace | --perf]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
+        Ok(match (self.conns, bytes) {
+            (None, None) => vec![(64, 32 << 20), (1000, 1 << 20), (1000, 4 << 10)],
+            (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
+        })
     }
-    let workloads = match (conns, bytes) {
-        (None, None) => vec![(64, 32 << 20), (1000, 1 << 20), (1000, 4 << 10)],
-        (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
-    };
-    Ok(Args {
-        workloads,
-        rounds,
-        strace,
-        perf,
-        relays,
-    })
+}
+
+/// `--relays`: each `BACKEND[:STRATEGY]` checked here, so a typo fails before any run.
+fn relay_list(s: &str) -> Result<List<String>, String> {
+    let relays: List<String> = s.parse()?;
+    for r in &relays.0 {
+        let (backend, strategy) = r.split_once(':').unwrap_or((r, "auto"));
+        if !matches!(backend, "io-uring" | "fallback") {
+            return Err(format!("bad relay {r:?}: backend io-uring|fallback"));
+        }
+        flags::strategy(strategy).map_err(|e| format!("bad relay {r:?}: {e}"))?;
+    }
+    Ok(relays)
 }
 
 /// The sink: accepts `n` connections and reads each to end of file. Returns when all have
@@ -250,19 +254,38 @@ fn context_switches(pid: u32) -> u64 {
     n
 }
 
-/// The proxy example's binary, beside this one; built if missing.
-fn proxy_binary() -> BoxResult<std::path::PathBuf> {
-    let me = std::env::current_exe()?;
-    let p = me.with_file_name("proxy");
-    if !p.exists() {
-        eprintln!("building the proxy example (cargo build --release --example proxy)");
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--example", "proxy"])
-            .status()?
-            .success();
-        if !ok || !p.exists() {
-            return Err("could not build examples/proxy".into());
+/// The relay under test: `--proxy PATH`, or else the proxy example, built now (`cargo
+/// build --release --example proxy`, a no-op when it is up to date, so a bench run never
+/// measures a proxy older than the engine it was built with) and taken from the target
+/// directory this bench runs from: `target/release/deps/relay-HASH` →
+/// `target/release/examples/proxy`.
+fn proxy_binary(given: Option<&Path>) -> BoxResult<PathBuf> {
+    if let Some(p) = given {
+        if !p.is_file() {
+            return Err(format!("--proxy {}: no such file", p.display()).into());
         }
+        return Ok(p.to_path_buf());
+    }
+    let me = std::env::current_exe()?;
+    let profile_dir = me
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot tell the target directory; pass --proxy PATH")?;
+    let p = profile_dir.join("examples").join("proxy");
+    // The cargo that runs this bench (`cargo bench`), else the one that built it.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--example", "proxy", "--manifest-path"]);
+    build.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    eprintln!("building the relay under test: {build:?}");
+    if !build.status()?.success() {
+        return Err("could not build examples/proxy".into());
+    }
+    if !p.is_file() {
+        return Err(format!("built, but no proxy at {}: pass --proxy PATH", p.display()).into());
     }
     Ok(p)
 }
@@ -273,13 +296,18 @@ struct Relay {
     pid: u32,
     addr: SocketAddr,
     out: BufReader<std::process::ChildStdout>,
-    strace_file: Option<std::path::PathBuf>,
-    perf_file: Option<std::path::PathBuf>,
+    strace_file: Option<PathBuf>,
+    perf_file: Option<PathBuf>,
 }
 
-fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> BoxResult<Relay> {
+fn start_relay(
+    bin: &Path,
+    relay: &str,
+    upstream: SocketAddr,
+    args: &Args,
+    tag: &str,
+) -> BoxResult<Relay> {
     let (backend, strategy) = relay.split_once(':').unwrap_or((relay, "auto"));
-    let bin = proxy_binary()?;
     let strace_file = args
         .strace
         .then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.strace")));
@@ -289,7 +317,7 @@ fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> Box
     let mut cmd = match &strace_file {
         Some(f) => {
             let mut c = Command::new("strace");
-            c.arg("-f").arg("-c").arg("-o").arg(f).arg(&bin);
+            c.arg("-f").arg("-c").arg("-o").arg(f).arg(bin);
             c
         }
         None if args.perf => {
@@ -299,10 +327,10 @@ fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> Box
             c.args(["record", "-q", "-e", "cpu-clock", "-F", "2999", "-g", "-o"])
                 .arg(data)
                 .arg("--")
-                .arg(&bin);
+                .arg(bin);
             c
         }
-        None => Command::new(&bin),
+        None => Command::new(bin),
     };
     let mut child = cmd
         .args([
@@ -322,7 +350,7 @@ fn start_relay(relay: &str, upstream: SocketAddr, args: &Args, tag: &str) -> Box
         if out.read_line(&mut line)? == 0 {
             return Err("the proxy exited before listening".into());
         }
-        // "proxy: 127.0.0.1:PORT -> UPSTREAM (Ctrl-C to stop)"
+        // "proxy: 127.0.0.1:PORT -> UPSTREAM on N thread(s) (Ctrl-C to stop)"
         if let Some(rest) = line.strip_prefix("proxy: ") {
             let a = rest.split_whitespace().next().ok_or("bad proxy line")?;
             break a.parse()?;
@@ -528,19 +556,23 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let args: Args = flags::from_args_or_exit("relay", &flags::bench_args());
+    let workloads = args.workloads()?;
     if args.strace && Command::new("strace").arg("-V").output().is_err() {
         return Err("--strace needs strace (apt-get install strace)".into());
     }
     if args.strace && args.perf {
         return Err("--strace and --perf exclude each other".into());
     }
+    let proxy = proxy_binary(args.proxy.as_deref())?;
+    eprintln!("relay under test: {}", proxy.display());
     let relays: Vec<(&str, String)> = args
         .relays
+        .0
         .iter()
         .map(|r| (r.as_str(), r.replace("io-uring", "io_uring")))
         .collect();
-    for &(n, bytes) in &args.workloads {
+    for &(n, bytes) in &workloads {
         let size = if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
             format!("{} MiB", bytes >> 20)
         } else {
@@ -558,7 +590,8 @@ fn main() -> BoxResult<()> {
             for (i, (backend, name)) in relays.iter().enumerate() {
                 let l = listen_wide("127.0.0.1:0".parse()?)?;
                 let upstream = l.local_addr()?;
-                let relay = start_relay(backend, upstream, &args, &format!("{name}-{round}"))?;
+                let relay =
+                    start_relay(&proxy, backend, upstream, &args, &format!("{name}-{round}"))?;
                 let pid = relay.pid;
                 let cpu0 = process_cpu_secs(pid)?;
                 let secs = load(l, relay.addr, n, bytes)?;

@@ -2,10 +2,10 @@
 //! round, to each of N concurrent clients on 127.0.0.1 by five servers in turn.
 //!
 //! ```text
-//! cargo run --release --example sendfile_bench                          # N = 1 and 32, 1 GiB, 3 rounds
-//! cargo run --release --example sendfile_bench -- --clients 8 --mib 256 --rounds 5
-//! cargo run --release --example sendfile_bench -- --cold                # page cache dropped before each run
-//! cargo run --release --example sendfile_bench -- --servers uring,go    # a subset
+//! cargo bench --bench sendfile                           # N = 1 and 32, 1 GiB, 3 rounds
+//! cargo bench --bench sendfile -- --clients 8 --mib 256 --rounds 5
+//! cargo bench --bench sendfile -- --cold                 # page cache dropped before each run
+//! cargo bench --bench sendfile -- --servers uring,go     # a subset
 //! ```
 //!
 //! Servers (`--servers`, all by default):
@@ -77,9 +77,13 @@ use std::time::{Duration, Instant};
 
 use ringsplice::{BackendPreference, Engine, Length, Transfer};
 
-#[path = "support/listen.rs"]
+#[path = "../examples/support/listen.rs"]
 mod listen;
 use listen::listen_wide;
+
+#[path = "../examples/support/flags.rs"]
+mod flags;
+use flags::List;
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -99,7 +103,7 @@ enum Kind {
     Blocking,
     Go,
     Copy,
-    /// A real Go server (`examples/support/go_sendfile_server.go`), from `--go-server`.
+    /// A real Go server (`benches/support/go_sendfile_server.go`), from `--go-server`.
     GoReal,
 }
 
@@ -137,93 +141,74 @@ impl Kind {
             Kind::GoReal => "Go io.Copy (real Go)",
         }
     }
+}
 
-    fn parse(s: &str) -> BoxResult<Kind> {
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Kind, String> {
         KINDS.into_iter().find(|k| k.key() == s).ok_or_else(|| {
-            format!("unknown server {s:?} (uring, fallback, blocking, go, copy, go-real)").into()
+            format!("unknown server {s:?} (uring, fallback, blocking, go, copy, go-real)")
         })
     }
 }
 
+/// One file sent whole, once per round, to each of N concurrent clients on 127.0.0.1 by
+/// each server in turn, every server in its own process.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
-    clients: Vec<usize>,
+    /// client counts, one table each (default 1,32)
+    #[argh(option, default = "List(vec![1, 32])", from_str_fn(client_counts))]
+    clients: List<usize>,
+    /// size of the file in MiB (default 1024)
+    #[argh(option, default = "1024", from_str_fn(flags::positive))]
     mib: u64,
+    /// rounds; the tables show medians (default 3)
+    #[argh(option, default = "3", from_str_fn(flags::positive))]
     rounds: usize,
+    /// drop the file's pages from the page cache before each server's run
+    #[argh(switch)]
     cold: bool,
+    /// directory for the file (default the temp dir)
+    #[argh(option, default = "std::env::temp_dir()")]
     dir: PathBuf,
-    servers: Vec<Kind>,
-    /// A run that saw more than this share (percent) of the machine used by others is
-    /// repeated, at most `retries` times.
+    /// servers to run: uring,fallback,blocking,go,copy,go-real (default all but go-real)
+    #[argh(option, default = "List(KINDS[..5].to_vec())")]
+    servers: List<Kind>,
+    /// the real Go server that go-real runs (go build benches/support/go_sendfile_server.go)
+    #[argh(option)]
+    go_server: Option<PathBuf>,
+    /// a run that saw more than this share (percent) of the machine used by others is
+    /// repeated (default 15)
+    #[argh(option, default = "15.0")]
     max_other: f64,
+    /// how many times a disturbed run is repeated at most (default 3)
+    #[argh(option, default = "3")]
     retries: usize,
 }
 
-fn usage() -> &'static str {
-    "usage: sendfile_bench [--clients 1,32] [--mib 1024] [--rounds 3] [--cold] [--dir DIR (temp dir)] \
-     [--servers uring,fallback,blocking,go,copy,go-real] [--go-server PATH] [--max-other PCT (15)] \
-     [--retries N (3)]"
+/// `--clients`: a list of counts, each above zero.
+fn client_counts(s: &str) -> Result<List<usize>, String> {
+    s.split(',')
+        .map(flags::positive)
+        .collect::<Result<_, _>>()
+        .map(List)
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> BoxResult<Args> {
-    let mut a = Args {
-        clients: vec![1, 32],
-        mib: 1024,
-        rounds: 3,
-        cold: false,
-        dir: std::env::temp_dir(),
-        servers: KINDS[..5].to_vec(),
-        max_other: 15.0,
-        retries: 3,
-    };
-    let positive = |flag: &str, v: &str| -> BoxResult<u64> {
-        let n: u64 = v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{flag} must be positive").into());
-        }
-        Ok(n)
-    };
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--clients" => {
-                a.clients = value()?
-                    .split(',')
-                    .map(|v| positive("--clients", v).map(|n| n as usize))
-                    .collect::<BoxResult<_>>()?
-            }
-            "--mib" => a.mib = positive("--mib", &value()?)?,
-            "--rounds" => a.rounds = positive("--rounds", &value()?)? as usize,
-            "--cold" => a.cold = true,
-            "--max-other" => {
-                let v = value()?;
-                a.max_other = v.parse().map_err(|e| format!("--max-other {v:?}: {e}"))?
-            }
-            "--retries" => {
-                let v = value()?;
-                a.retries = v.parse().map_err(|e| format!("--retries {v:?}: {e}"))?
-            }
-            "--dir" => a.dir = PathBuf::from(value()?),
-            "--go-server" => {
-                let p = PathBuf::from(value()?);
-                if !p.is_file() {
-                    return Err(format!("--go-server {p:?}: no such file").into());
-                }
-                let _ = GO_SERVER.set(p);
-            }
-            "--servers" => {
-                a.servers = value()?
-                    .split(',')
-                    .map(Kind::parse)
-                    .collect::<BoxResult<_>>()?
-            }
-            "-h" | "--help" => {
-                println!("{}", usage());
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} ({})", usage()).into()),
-        }
-    }
-    Ok(a)
+/// The hidden child mode, `--serve KIND --file PATH --clients N`: this binary as one of the
+/// servers (the Go server takes the same flags).
+#[derive(argh::FromArgs)]
+struct ServeArgs {
+    /// which server
+    #[argh(positional)]
+    kind: Kind,
+    /// the file each client gets
+    #[argh(option)]
+    file: PathBuf,
+    /// how many clients to serve
+    #[argh(option)]
+    clients: usize,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -662,18 +647,8 @@ fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult
 }
 
 /// The child: `--serve KIND --file PATH --clients N`.
-fn serve_main(mut it: impl Iterator<Item = String>) -> BoxResult<()> {
-    let kind = Kind::parse(&it.next().ok_or("--serve needs a kind")?)?;
-    let (mut path, mut n) = (None, 0usize);
-    while let Some(flag) = it.next() {
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--file" => path = Some(PathBuf::from(v)),
-            "--clients" => n = v.parse()?,
-            other => return Err(format!("serve: unknown argument {other:?}").into()),
-        }
-    }
-    let path = path.ok_or("serve: --file needed")?;
+fn serve_main(a: ServeArgs) -> BoxResult<()> {
+    let (kind, path, n) = (a.kind, a.file, a.clients);
     // The parent closes our stdin to end us (also by dying); a deadline ends us anyway.
     thread::spawn(|| {
         let mut sink = Vec::new();
@@ -879,7 +854,7 @@ impl ServerProc {
     fn start(kind: Kind, path: &Path, n: usize) -> BoxResult<ServerProc> {
         let bin = match kind {
             Kind::GoReal => GO_SERVER.get().cloned().ok_or(
-                "go-real needs --go-server PATH (go build examples/support/go_sendfile_server.go)",
+                "go-real needs --go-server PATH (go build benches/support/go_sendfile_server.go)",
             )?,
             _ => std::env::current_exe()?,
         };
@@ -1054,9 +1029,9 @@ fn median(v: &[f64]) -> f64 {
 fn bench_main(args: Args) -> BoxResult<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "sendfile_bench: {} MiB file, clients {:?}, {} rounds, {}; load average {}",
+        "sendfile: {} MiB file, clients {:?}, {} rounds, {}; load average {}",
         args.mib,
-        args.clients,
+        args.clients.0,
         args.rounds,
         if args.cold {
             "page cache DROPPED before each server's run (--cold)"
@@ -1071,8 +1046,8 @@ fn bench_main(args: Args) -> BoxResult<()> {
     let file = TestFile::create(&args.dir, args.mib)?;
     println!("file: {} ({} bytes)", file.path.display(), file.len);
     let t_start = Instant::now();
-    for &n in &args.clients {
-        let k = args.servers.len();
+    for &n in &args.clients.0 {
+        let k = args.servers.0.len();
         let mut runs: Vec<Vec<Run>> = (0..k).map(|_| Vec::new()).collect();
         let mut repeated = vec![0usize; k];
         for round in 0..args.rounds {
@@ -1080,7 +1055,7 @@ fn bench_main(args: Args) -> BoxResult<()> {
             // The order rotates each round, so no server is always first or last.
             for j in 0..k {
                 let i = (j + round) % k;
-                let kind = args.servers[i];
+                let kind = args.servers.0[i];
                 let mut tries = 0;
                 let r = loop {
                     let r = run_one(kind, &file, n, args.cold).map_err(|e| {
@@ -1113,7 +1088,7 @@ fn bench_main(args: Args) -> BoxResult<()> {
 }
 
 fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[usize]) {
-    let base = args.servers.iter().position(|&k| k == Kind::Blocking);
+    let base = args.servers.0.iter().position(|&k| k == Kind::Blocking);
     let ratio = |i: usize, f: fn(&Run) -> f64| -> String {
         let Some(b) = base else {
             return "-".into();
@@ -1152,7 +1127,7 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         "gap ms",
         "other"
     );
-    for (i, kind) in args.servers.iter().enumerate() {
+    for (i, kind) in args.servers.0.iter().enumerate() {
         let r = &runs[i];
         let g: Vec<f64> = r.iter().map(|x| x.gbps).collect();
         let (lo, hi) = g
@@ -1209,7 +1184,7 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
          softirqs on idle CPUs), as a share of all CPUs; runs above --max-other were run again \
          (up to --retries times, counted as \"rerun\"): a high value is a run kept after its last retry."
     );
-    for (i, kind) in args.servers.iter().enumerate() {
+    for (i, kind) in args.servers.0.iter().enumerate() {
         if let Some(r) = runs[i].last()
             && !r.stats.is_empty()
         {
@@ -1219,15 +1194,30 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
 }
 
 fn main() {
-    let mut it = std::env::args().skip(1).peekable();
-    let result = if it.peek().map(String::as_str) == Some("--serve") {
-        it.next();
-        serve_main(it).map_err(|e| format!("serve: {e}").into())
-    } else {
-        parse_args(it).and_then(bench_main)
+    let args = flags::bench_args();
+    let result = match args.split_first() {
+        Some((serve, rest)) if serve == "--serve" => {
+            serve_main(flags::from_args_or_exit("sendfile --serve", rest))
+                .map_err(|e| format!("serve: {e}").into())
+        }
+        _ => {
+            let args: Args = flags::from_args_or_exit("sendfile", &args);
+            check(&args).and_then(|()| bench_main(args))
+        }
     };
     if let Err(e) = result {
-        eprintln!("sendfile_bench: error: {e}");
+        eprintln!("sendfile: error: {e}");
         std::process::exit(1);
     }
+}
+
+/// What the flags alone cannot say: that `--go-server` names a file (`go-real` runs it).
+fn check(args: &Args) -> BoxResult<()> {
+    if let Some(p) = &args.go_server {
+        if !p.is_file() {
+            return Err(format!("--go-server {}: no such file", p.display()).into());
+        }
+        let _ = GO_SERVER.set(p.clone());
+    }
+    Ok(())
 }
