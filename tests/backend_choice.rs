@@ -263,12 +263,9 @@ fn env_var_forces_fallback() {
 
 #[test]
 fn probe_without_splice_picks_fallback() {
-    if let Err(why) = common::io_uring_status() {
-        // No ring to probe (io_uring refused, e.g. kernel.io_uring_disabled=2): the
-        // refusal, not the probe, picks the fallback, which the seccomp tests cover.
-        common::say(&format!(
-            "skipped: probe_without_splice_picks_fallback: io_uring unavailable: {why}"
-        ));
+    // No ring to probe where io_uring is refused (kernel.io_uring_disabled=2, say): there
+    // the refusal, not the probe, picks the fallback, which the seccomp tests cover.
+    if !common::io_uring_or_skip() {
         return;
     }
     let mut engine = Engine::builder()
@@ -296,14 +293,19 @@ fn probe_without_splice_picks_fallback() {
 
 #[test]
 fn auto_uses_io_uring_where_it_works() {
-    match Engine::builder().honor_env(false).build() {
-        Ok(e) if e.backend() == ringsplice::Backend::IoUring => {}
-        Ok(e) => eprintln!(
-            "skipped: io_uring unavailable here ({}), Auto chose the fallback",
-            e.backend_reason()
-        ),
-        Err(e) => panic!("{e}"),
+    let e = Engine::builder()
+        .honor_env(false)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if e.backend() != ringsplice::Backend::IoUring && !common::io_uring_or_skip() {
+        return;
     }
+    assert_eq!(
+        e.backend(),
+        ringsplice::Backend::IoUring,
+        "io_uring works here, yet Auto chose the fallback: {}",
+        e.backend_reason()
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
+use ringsplice::{BackendPreference, Strategy, Transfer};
 
 #[test]
 fn a_huge_ready_transfer_does_not_starve_a_small_one() {
@@ -23,17 +23,8 @@ fn a_huge_ready_transfer_does_not_starve_a_small_one() {
         .set_len(BIG)
         .unwrap();
     for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
-        let mut e = match Engine::builder()
-            .backend(b)
-            .honor_env(false)
-            .fairness_bytes(1 << 20)
-            .build()
-        {
-            Ok(e) => e,
-            Err(err) => {
-                eprintln!("skipped {b:?}: {err}");
-                continue;
-            }
+        let Some(mut e) = common::engine_or_skip(b, |b| b.fairness_bytes(1 << 20)) else {
+            continue;
         };
         let file = std::fs::File::open(&path).unwrap();
         let bdst = std::fs::OpenOptions::new()

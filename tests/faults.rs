@@ -148,11 +148,6 @@ impl HeldSource {
     }
 }
 
-/// The errno of a failed completion.
-fn errno_of(c: &Completion) -> Option<i32> {
-    c.result.as_ref().err().and_then(|e| e.raw_os_error())
-}
-
 /// Takes both endpoints back, checking they are the fds given.
 fn endpoints_back(c: Completion, src: i32, dst: i32, what: &str) -> (OwnedFd, OwnedFd) {
     let s = c
@@ -532,7 +527,7 @@ fn source_peer_resets_mid_transfer() {
         let c = common::wait_one(&mut e, &what);
         assert_eq!((c.id, c.tag), (id, 9), "{what}: id and tag");
         assert_eq!(
-            errno_of(&c),
+            common::errno(&c.result),
             Some(common::sys::ECONNRESET),
             "{what}: result {:?}, want an ECONNRESET error",
             c.result
@@ -628,7 +623,7 @@ fn expect_dead_destination(
     let id = e.submit(cfg.transfer(src, dst).tag(tag)).expect("submit");
     let c = common::wait_one(e, what);
     assert_eq!((c.id, c.tag), (id, tag), "{what}: id and tag");
-    let errno = errno_of(&c);
+    let errno = common::errno(&c.result);
     assert!(
         errno == Some(common::sys::EPIPE) || errno == Some(common::sys::ECONNRESET),
         "{what}: result {:?}, want an EPIPE or ECONNRESET error",

@@ -401,17 +401,7 @@ fn bidirectional_proxy_over_shared_sockets() {
                 .expect("submit down");
             // Each peer writes its side and reads the other's, at once.
             let talk = |peer: common::Peer, send: Vec<u8>, expect: usize| {
-                let (mut rd, mut wr) = match peer {
-                    common::Peer::Tcp(s) => (
-                        common::Peer::Tcp(s.try_clone().expect("dup")),
-                        common::Peer::Tcp(s),
-                    ),
-                    common::Peer::Unix(s) => (
-                        common::Peer::Unix(s.try_clone().expect("dup")),
-                        common::Peer::Unix(s),
-                    ),
-                    _ => unreachable!(),
-                };
+                let (mut rd, mut wr) = (peer.try_clone(), peer);
                 rd.set_read_timeout(common::HANG_GUARD);
                 let w = common::spawn_named("rs-test-proxy-writer", move || {
                     std::io::Write::write_all(&mut wr, &send).map(|()| wr)

@@ -48,21 +48,10 @@ fn use_iowq(file: &TempFile, what: &str) -> usize {
     seen
 }
 
-fn skip_without_io_uring() -> bool {
-    if let Err(why) = common::io_uring_status() {
-        common::say(&format!(
-            "skipped: {}: io_uring unavailable: {why}",
-            common::test_name()
-        ));
-        return true;
-    }
-    false
-}
-
 #[test]
 fn workers_end_with_their_thread_on_every_kernel() {
     let _g = common::serial();
-    if skip_without_io_uring() {
+    if !common::io_uring_or_skip() {
         return;
     }
     let file = TempFile::with_contents("iowq-exit", &Rng::for_test("iowq").bytes(8 << 20));
@@ -83,7 +72,7 @@ fn workers_end_with_their_thread_on_every_kernel() {
 #[test]
 fn a_dropped_engine_leaves_at_most_one_idle_worker_per_class() {
     let _g = common::serial();
-    if skip_without_io_uring() {
+    if !common::io_uring_or_skip() {
         return;
     }
     let file = TempFile::with_contents("iowq-drop", &Rng::for_test("iowq").bytes(8 << 20));
@@ -112,7 +101,7 @@ fn a_dropped_engine_leaves_at_most_one_idle_worker_per_class() {
 #[test]
 fn engines_made_one_after_another_reuse_the_workers() {
     let _g = common::serial();
-    if skip_without_io_uring() {
+    if !common::io_uring_or_skip() {
         return;
     }
     let file = TempFile::with_contents("iowq-reuse", &Rng::for_test("iowq").bytes(4 << 20));

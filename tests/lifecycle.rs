@@ -19,9 +19,6 @@ use std::time::{Duration, Instant};
 use common::{Config, Kind, Peer, Rng, TempFile};
 use ringsplice::{Endpoint, Engine, Length};
 
-/// How long dropping an engine may take before the test calls it a hang.
-const DROP_GUARD: Duration = Duration::from_secs(20);
-
 /// Reads until end of file or an error, counting progress; returns the bytes read. With
 /// `slow_until`, reads 4 KiB a millisecond until the flag is set (so a transfer into it
 /// stays in flight), then at full speed.
@@ -66,14 +63,7 @@ fn endless_writer(mut peer: Peer, seed: u64) -> std::thread::JoinHandle<u64> {
             assert!(Instant::now() < deadline, "busy writer: hang guard");
             match peer.write(&chunk) {
                 Ok(n) => total += n as u64,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    return total;
-                }
+                Err(e) if common::peer_gone(&e) => return total,
                 Err(e) => panic!("busy writer: {e}"),
             }
         }
@@ -90,11 +80,6 @@ fn assert_closed_by_engine(peer: &mut Peer, what: &str) {
         Ok(n) => panic!("{what}: {n} unexpected bytes"),
         Err(e) => panic!("{what}: the engine's end is still open ({e})"),
     }
-}
-
-/// io_uring's io-wq worker threads of this thread (the one that submits to the engine).
-fn iowq_workers() -> usize {
-    common::iowq::mine()
 }
 
 fn drop_with_everything_in_flight(cfg: Config) {
@@ -184,7 +169,7 @@ fn drop_with_everything_in_flight(cfg: Config) {
         && cfg.strategy == ringsplice::Strategy::Chain;
     if chains {
         assert!(
-            iowq_workers() > 0,
+            common::iowq::mine() > 0,
             "{what}: no io-wq worker while file chains run: {:?}",
             common::task_snapshot()
         );
@@ -192,7 +177,11 @@ fn drop_with_everything_in_flight(cfg: Config) {
 
     // Drop it on a helper thread, with a hang guard.
     let dropper = common::spawn_named("rs-test-dropper", move || drop(e));
-    common::join_within(dropper, DROP_GUARD, &format!("{what}: Engine::drop"));
+    common::join_within(
+        dropper,
+        common::DROP_GUARD,
+        &format!("{what}: Engine::drop"),
+    );
     dropped.store(true, Ordering::SeqCst);
     common::iowq::assert_released_after_drop(&what);
 
@@ -535,7 +524,11 @@ fn raw_endpoints_are_never_closed_by_the_engine() {
         e.submit(t).expect("submit");
         e.flush().expect("flush");
         let dropper = common::spawn_named("rs-test-dropper", move || drop(e));
-        common::join_within(dropper, DROP_GUARD, &format!("{what}: Engine::drop"));
+        common::join_within(
+            dropper,
+            common::DROP_GUARD,
+            &format!("{what}: Engine::drop"),
+        );
         assert!(
             common::fd_is_open(src.as_raw_fd()),
             "{what}: source closed by drop"

@@ -2,6 +2,8 @@
 //! for a pipe instead), and running out of fds while creating a pipe fails only the
 //! transfer that needed it, with an error that says so, while the others finish.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
@@ -22,18 +24,10 @@ fn pipe_memory_stays_within_budget() {
     for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
         for s in [Strategy::Chain, Strategy::Inline] {
             let budget = 4 * (64 << 10);
-            let mut e = match Engine::builder()
-                .backend(b)
-                .honor_env(false)
-                .pipe_size(64 << 10)
-                .pipe_budget(budget)
-                .build()
-            {
-                Ok(e) => e,
-                Err(err) => {
-                    eprintln!("skipped {b:?}: {err}");
-                    continue;
-                }
+            let Some(mut e) =
+                common::engine_or_skip(b, |b| b.pipe_size(64 << 10).pipe_budget(budget))
+            else {
+                continue;
             };
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             let mut threads = Vec::new();
@@ -164,13 +158,8 @@ fn child_emfile() {
 
 #[test]
 fn emfile_fails_only_the_affected_transfer() {
-    if Engine::builder()
-        .backend(BackendPreference::IoUring)
-        .honor_env(false)
-        .build()
-        .is_err()
-    {
-        eprintln!("skipped: io_uring unavailable (the chain strategy holds pipes while idle)");
+    // The chain strategy holds pipes while idle, on io_uring only.
+    if !common::io_uring_or_skip() {
         return;
     }
     let out = Command::new(std::env::current_exe().unwrap())

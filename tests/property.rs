@@ -10,13 +10,15 @@
 //! Cases default to a CI-sized count; `RINGSPLICE_PROP_CASES=N` runs more and
 //! `RINGSPLICE_PROP_SEED=S` replays one seed (printed on failure).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Error, Length, Strategy, Transfer};
+use ringsplice::{BackendPreference, Error, Length, Strategy, Transfer};
 
 struct Rng(u64);
 impl Rng {
@@ -125,21 +127,14 @@ fn run_case(seed: u64, backend: BackendPreference, tmp: &std::path::Path) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let ring = rng.pick(&[2u32, 4, 8, 64, 256, 4096]);
     let pipe = rng.pick(&[4096usize, 64 << 10, 1 << 20]);
-    let mut engine = match Engine::builder()
-        .backend(backend)
-        .honor_env(false)
-        .ring_entries(ring)
-        .pipe_size(pipe)
-        .chunk_size(rng.pick(&[4096usize, 1 << 16, 1 << 20]))
-        .chain_depth(1 + rng.below(4) as usize)
-        .fairness_bytes(rng.pick(&[1usize << 16, 4 << 20]))
-        .build()
-    {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("skipped {backend:?}: {e}");
-            return;
-        }
+    let Some(mut engine) = common::engine_or_skip(backend, |b| {
+        b.ring_entries(ring)
+            .pipe_size(pipe)
+            .chunk_size(rng.pick(&[4096usize, 1 << 16, 1 << 20]))
+            .chain_depth(1 + rng.below(4) as usize)
+            .fairness_bytes(rng.pick(&[1usize << 16, 4 << 20]))
+    }) else {
+        return;
     };
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let n = 1 + rng.below(24) as usize;
@@ -323,18 +318,18 @@ fn random_mixes_hold_the_invariants() {
     let tmp = std::env::temp_dir().join(format!("ringsplice-prop-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let (fds, threads) = (fd_count(), thread_count());
-    // On a thread of its own: io-wq workers belong to the thread that submitted, and on
-    // kernels without io-wq exit-on-idle the last idle ones stay until it exits.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for seed in seeds {
-                eprintln!("seed {seed}");
-                for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
-                    run_case(seed, b, &tmp);
-                }
+    // On a thread of its own (named after the test, for a skip to say which): io-wq workers
+    // belong to the thread that submitted, and on kernels without io-wq exit-on-idle the
+    // last idle ones stay until it exits.
+    common::on_own_thread(&common::test_name(), || {
+        for seed in seeds {
+            eprintln!("seed {seed}");
+            for b in [BackendPreference::IoUring, BackendPreference::Fallback] {
+                run_case(seed, b, &tmp);
             }
-        });
-    });
+        }
+    })
+    .unwrap_or_else(|p| std::panic::resume_unwind(p));
     std::fs::remove_dir_all(&tmp).unwrap();
     assert_eq!(fd_count(), fds, "fd leak");
     let deadline = Instant::now() + Duration::from_secs(10);

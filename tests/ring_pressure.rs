@@ -3,11 +3,13 @@
 //! submission queue, keeps what does not fit, and reaps completions the kernel kept aside
 //! on CQ overflow.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Strategy, Transfer};
+use ringsplice::{BackendPreference, Strategy, Transfer};
 
 #[test]
 fn tiny_ring_many_transfers_lose_nothing() {
@@ -16,18 +18,10 @@ fn tiny_ring_many_transfers_lose_nothing() {
         (2, Strategy::Inline),
         (4, Strategy::Auto),
     ] {
-        let mut e = match Engine::builder()
-            .backend(BackendPreference::IoUring)
-            .honor_env(false)
-            .ring_entries(entries)
-            .pipe_size(64 << 10)
-            .build()
-        {
-            Ok(e) => e,
-            Err(err) => {
-                eprintln!("skipped: io_uring unavailable: {err}");
-                return;
-            }
+        let Some(mut e) = common::engine_or_skip(BackendPreference::IoUring, |b| {
+            b.ring_entries(entries).pipe_size(64 << 10)
+        }) else {
+            return;
         };
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();

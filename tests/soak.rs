@@ -5,13 +5,15 @@
 //! `RINGSPLICE_SOAK_SECS=10 cargo test --release --test soak -- --ignored`.
 //! The default length, without the variable, is 300 s per backend.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Endpoint, Engine, Length, Strategy, Transfer};
+use ringsplice::{BackendPreference, Endpoint, Length, Strategy, Transfer};
 
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -43,17 +45,8 @@ fn byte(conn: usize, round: u64, i: usize) -> u8 {
 
 fn soak(backend: BackendPreference, secs: u64) {
     let fds_before = fds();
-    let mut e = match Engine::builder()
-        .backend(backend)
-        .honor_env(false)
-        .pipe_size(256 << 10)
-        .build()
-    {
-        Ok(e) => e,
-        Err(err) => {
-            eprintln!("skipped {backend:?}: {err}");
-            return;
-        }
+    let Some(mut e) = common::engine_or_skip(backend, |b| b.pipe_size(256 << 10)) else {
+        return;
     };
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
