@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 /// operations in the index bits of a token (core/slots.rs).
 const MAX_CHAIN_DEPTH: usize = (MAX_ROUND_OPS - 1) / 2;
 
+/// Largest [`Builder::ring_entries`]: the kernel's `IORING_MAX_ENTRIES` (32768 since Linux
+/// 5.5, io_uring/io_uring.h), past which `io_uring_setup` fails with `EINVAL`.
+const MAX_RING_ENTRIES: u32 = 32768;
+
 impl Engine {
     /// An engine with the default settings ([`Builder`]).
     ///
@@ -39,8 +43,9 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Submission queue entries (default 256; the completion queue is twice that). A full
-    /// queue is flushed, never dropped, so this bounds batching, not concurrency.
+    /// Submission queue entries (default 256, at most 32768, rounded up to a power of two;
+    /// the completion queue is twice that). A full queue is flushed, never dropped, so this
+    /// bounds batching, not concurrency. The fallback backend checks but does not use it.
     pub fn ring_entries(mut self, n: u32) -> Builder {
         self.cfg.ring_entries = n;
         self
@@ -81,8 +86,8 @@ impl Builder {
     }
 
     /// Fill/drain pairs linked into one io_uring submission for a regular-file source
-    /// (default 4, at most 127; never more than half of
-    /// [`ring_entries`](Builder::ring_entries)).
+    /// (default 4, at most 127: a round's operations are numbered in 8 bits; never more
+    /// than half of [`ring_entries`](Builder::ring_entries)). io_uring backend only.
     pub fn chain_depth(mut self, pairs: usize) -> Builder {
         self.cfg.chain_depth = pairs;
         self
@@ -152,8 +157,10 @@ impl Builder {
     pub fn build(self) -> Result<Engine> {
         let c = self.cfg;
         let invalid = |m: String| Err(Error::InvalidInput(m));
-        if c.ring_entries < 2 {
-            return invalid("ring_entries must be at least 2".into());
+        if c.ring_entries < 2 || c.ring_entries > MAX_RING_ENTRIES {
+            return invalid(format!(
+                "ring_entries must be between 2 and {MAX_RING_ENTRIES}"
+            ));
         }
         if c.pipe_size == 0 || c.chunk_size == 0 || c.fairness_bytes == 0 {
             return invalid("pipe_size, chunk_size and fairness_bytes must be positive".into());

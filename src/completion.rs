@@ -6,7 +6,11 @@ use crate::transfer::TransferId;
 
 /// The end of one transfer, returned by [`Engine::poll`](crate::Engine::poll) and
 /// [`Engine::wait`](crate::Engine::wait).
+///
+/// `#[non_exhaustive]`: fields may be added (read them by name; a completion is only ever
+/// made by the engine).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Completion {
     /// The id `submit` returned.
     pub id: TransferId,

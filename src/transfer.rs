@@ -31,9 +31,11 @@ pub enum Strategy {
     Auto,
     /// Linked `IORING_OP_SPLICE` operations run by the kernel: `SPLICE(src → pipe)` then
     /// `SPLICE(pipe → dst)`, gated by `IORING_OP_POLL_ADD` for pollable endpoints.
+    /// io_uring backend only (Linux 5.7+: `IORING_OP_SPLICE`; the hard links it relies on
+    /// are 5.6+); the fallback runs such a transfer inline.
     Chain,
-    /// `IORING_OP_POLL_ADD` reports readiness, then the engine's own thread calls
-    /// non-blocking `splice(2)` inside `poll`/`wait`.
+    /// `IORING_OP_POLL_ADD` reports readiness (epoll on the fallback), then the engine's
+    /// own thread calls non-blocking `splice(2)` inside `poll`/`wait`. Any kernel.
     Inline,
     /// Readiness as for [`Inline`](Strategy::Inline), then non-blocking `read(2)`/`write(2)`
     /// through an engine buffer (no pipe): for small messages. A regular-file source is

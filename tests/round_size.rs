@@ -1,7 +1,8 @@
-//! The largest io_uring round the builder accepts: `ring_entries(4096)` and the largest
-//! `chain_depth` (127 pairs plus a poll: 255 operations, numbered in the 8 index bits of
-//! `user_data`). A large file moves through it intact under `Strategy::Chain`; one pair
-//! more is refused at build time instead of spilling the index into the slot bits.
+//! The largest io_uring round the builder accepts: the largest ring (`ring_entries(32768)`,
+//! the kernel's `IORING_MAX_ENTRIES`) and the largest `chain_depth` (127 pairs plus a poll:
+//! 255 operations, numbered in the 8 index bits of `user_data`). A large file moves through
+//! it intact under `Strategy::Chain`; one entry or one pair more is refused at build time
+//! instead of failing in the kernel or spilling the index into the slot bits.
 
 mod common;
 
@@ -21,7 +22,7 @@ fn the_deepest_accepted_chain_moves_a_large_file_intact() {
         // the full depth.
         let b = cfg
             .builder()
-            .ring_entries(4096)
+            .ring_entries(32768)
             .chain_depth(127)
             .pipe_size(64 << 10)
             .chunk_size(64 << 10);
@@ -56,6 +57,15 @@ fn a_chain_too_deep_to_number_is_refused() {
         {
             Err(Error::InvalidInput(m)) => assert!(m.contains("chain_depth"), "{m}"),
             other => panic!("{backend:?}: chain_depth 128 accepted: {other:?}"),
+        }
+        match Engine::builder()
+            .backend(backend)
+            .honor_env(false)
+            .ring_entries(32769)
+            .build()
+        {
+            Err(Error::InvalidInput(m)) => assert!(m.contains("ring_entries"), "{m}"),
+            other => panic!("{backend:?}: ring_entries 32769 accepted: {other:?}"),
         }
     }
 }

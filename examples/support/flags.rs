@@ -9,7 +9,7 @@ use std::str::FromStr;
 use ringsplice::Strategy;
 
 /// A number above zero (`--conns 0` is refused, not run).
-pub fn positive<T>(s: &str) -> Result<T, String>
+pub(crate) fn positive<T>(s: &str) -> Result<T, String>
 where
     T: FromStr + Default + PartialEq,
     T::Err: Display,
@@ -22,7 +22,7 @@ where
 }
 
 /// The names `--strategy` takes: `auto|chain|inline|copy`.
-pub fn strategy(s: &str) -> Result<Strategy, String> {
+pub(crate) fn strategy(s: &str) -> Result<Strategy, String> {
     match s {
         "auto" => Ok(Strategy::Auto),
         "chain" => Ok(Strategy::Chain),
@@ -37,7 +37,7 @@ pub fn strategy(s: &str) -> Result<Strategy, String> {
 /// A comma-separated list, `--clients 1,32` (argh reads a `Vec` field as a flag given
 /// several times instead).
 #[derive(Debug, Clone, PartialEq)]
-pub struct List<T>(pub Vec<T>);
+pub(crate) struct List<T>(pub Vec<T>);
 
 impl<T> FromStr for List<T>
 where
@@ -56,7 +56,7 @@ where
 
 /// This process's arguments less the `--bench` that `cargo bench` appends to a
 /// `harness = false` bench's (argh would refuse it, even after `--help`).
-pub fn bench_args() -> Vec<String> {
+pub(crate) fn bench_args() -> Vec<String> {
     std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -65,7 +65,7 @@ pub fn bench_args() -> Vec<String> {
 
 /// `args` parsed as `name`'s flags; on `--help` or an error, prints it and exits (0 or 1)
 /// as `argh::from_env` does (which would name a bench by its hashed file name).
-pub fn from_args_or_exit<T: argh::TopLevelCommand>(name: &str, args: &[String]) -> T {
+pub(crate) fn from_args_or_exit<T: argh::TopLevelCommand>(name: &str, args: &[String]) -> T {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     T::from_args(&[name], &args).unwrap_or_else(|exit| match exit.status {
         Ok(()) => {

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 
 /// A listener on an IPv4 address with a backlog of 4096 (std's `bind` uses 128, which a burst of
 /// a thousand connects overflows).
-pub fn listen_wide(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn listen_wide(addr: SocketAddr) -> io::Result<TcpListener> {
     listen(addr, false)
 }
 
@@ -13,7 +13,7 @@ pub fn listen_wide(addr: SocketAddr) -> io::Result<TcpListener> {
 /// same user) can bind one address, and the kernel spreads new connections over them by a
 /// hash of each connection's addresses.
 #[allow(dead_code)] // Only the proxy uses it.
-pub fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     listen(addr, true)
 }
 

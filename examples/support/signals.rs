@@ -10,7 +10,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Makes SIGINT and SIGTERM set the flag [`stopping`] reads.
-pub fn handle_signals() -> io::Result<()> {
+pub(crate) fn handle_signals() -> io::Result<()> {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -23,6 +23,6 @@ pub fn handle_signals() -> io::Result<()> {
 }
 
 /// Whether SIGINT or SIGTERM has arrived.
-pub fn stopping() -> bool {
+pub(crate) fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }

@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 use super::{join, spawn_named, sys};
 
 /// The environment variable that tells a test it runs as a child.
-pub const CHILD_ENV: &str = "RINGSPLICE_INTEGRATION_CHILD";
+pub(crate) const CHILD_ENV: &str = "RINGSPLICE_INTEGRATION_CHILD";
 
 /// Whether this process is a child started by [`run_child`].
-pub fn is_child() -> bool {
+pub(crate) fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
 /// Runs the test `test` (its full path in this binary) alone in a child process with
 /// [`CHILD_ENV`] set, and asserts it exits successfully (not killed by a signal). Its output
 /// is shown on failure.
-pub fn run_child(test: &str) {
+pub(crate) fn run_child(test: &str) {
     use std::os::unix::process::ExitStatusExt;
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = std::process::Command::new(exe)

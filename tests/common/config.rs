@@ -13,16 +13,16 @@ use super::{LeakCheck, io_uring_status, skip, test_name};
 
 /// One engine configuration of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    pub backend: BackendPreference,
-    pub strategy: Strategy,
+pub(crate) struct Config {
+    pub(crate) backend: BackendPreference,
+    pub(crate) strategy: Strategy,
 }
 
 /// Both backends.
-pub const BACKENDS: [BackendPreference; 2] =
+pub(crate) const BACKENDS: [BackendPreference; 2] =
     [BackendPreference::IoUring, BackendPreference::Fallback];
 /// Every strategy.
-pub const STRATEGIES: [Strategy; 3] = [Strategy::Chain, Strategy::Inline, Strategy::Auto];
+pub(crate) const STRATEGIES: [Strategy; 3] = [Strategy::Chain, Strategy::Inline, Strategy::Auto];
 
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,17 +37,17 @@ impl fmt::Display for Config {
 
 impl Config {
     /// A builder for this backend, deaf to `RINGSPLICE_BACKEND`.
-    pub fn builder(&self) -> Builder {
+    pub(crate) fn builder(&self) -> Builder {
         Engine::builder().backend(self.backend).honor_env(false)
     }
 
     /// An engine for this configuration (panics, naming it, if it cannot be built).
-    pub fn engine(&self) -> Engine {
+    pub(crate) fn engine(&self) -> Engine {
         self.engine_from(self.builder())
     }
 
     /// Builds `b` (made from [`Config::builder`]) and checks the backend is the one asked.
-    pub fn engine_from(&self, b: Builder) -> Engine {
+    pub(crate) fn engine_from(&self, b: Builder) -> Engine {
         let e = b
             .build()
             .unwrap_or_else(|e| panic!("[{self}] building the engine failed: {e}"));
@@ -65,7 +65,7 @@ impl Config {
     }
 
     /// A transfer with this configuration's strategy.
-    pub fn transfer(
+    pub(crate) fn transfer(
         &self,
         src: impl Into<ringsplice::Endpoint>,
         dst: impl Into<ringsplice::Endpoint>,
@@ -78,7 +78,7 @@ impl Config {
 /// fails does not stop the others: at the end, one panic lists every failing configuration
 /// with its message. io_uring configurations are skipped ([`skip`]) where the io_uring
 /// backend is unsupported here ([`io_uring_status`]).
-pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config) + Send) {
+pub(crate) fn run_configs(configs: &[Config], mut f: impl FnMut(Config) + Send) {
     assert_serial();
     let test = test_name();
     let mut failures = Vec::new();
@@ -127,7 +127,7 @@ pub fn run_configs(configs: &[Config], mut f: impl FnMut(Config) + Send) {
 
 /// Runs `f` on a new thread named `name` (so [`test_name`] still works inside it) and
 /// waits for it to exit; a panic inside comes back as `Err`.
-pub fn on_own_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::thread::Result<T> {
+pub(crate) fn on_own_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::thread::Result<T> {
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name(name.to_string())
@@ -138,12 +138,12 @@ pub fn on_own_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::
 }
 
 /// Every backend × every strategy.
-pub fn all_configs() -> Vec<Config> {
+pub(crate) fn all_configs() -> Vec<Config> {
     configs(&STRATEGIES)
 }
 
 /// Every backend × the given strategies.
-pub fn configs(strategies: &[Strategy]) -> Vec<Config> {
+pub(crate) fn configs(strategies: &[Strategy]) -> Vec<Config> {
     let mut v = Vec::new();
     for backend in BACKENDS {
         for &strategy in strategies {
@@ -154,6 +154,6 @@ pub fn configs(strategies: &[Strategy]) -> Vec<Config> {
 }
 
 /// Runs `f` under both backends × all three strategies.
-pub fn for_each_config(f: impl FnMut(Config) + Send) {
+pub(crate) fn for_each_config(f: impl FnMut(Config) + Send) {
     run_configs(&all_configs(), f);
 }

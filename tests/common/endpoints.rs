@@ -16,7 +16,7 @@ use super::{HANG_GUARD, join, set_linger_zero, set_nonblocking, spawn_named, tcp
 
 /// A kind of endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Tcp,
     Unix,
@@ -24,13 +24,13 @@ pub enum Kind {
 }
 
 /// Every kind.
-pub const KINDS: [Kind; 4] = [Kind::File, Kind::Tcp, Kind::Unix, Kind::Pipe];
+pub(crate) const KINDS: [Kind; 4] = [Kind::File, Kind::Tcp, Kind::Unix, Kind::Pipe];
 /// The kinds that are streams (not regular files).
-pub const STREAM_KINDS: [Kind; 3] = [Kind::Tcp, Kind::Unix, Kind::Pipe];
+pub(crate) const STREAM_KINDS: [Kind; 3] = [Kind::Tcp, Kind::Unix, Kind::Pipe];
 
 /// The test's end of a stream whose other end the engine holds.
 #[derive(Debug)]
-pub enum Peer {
+pub(crate) enum Peer {
     Tcp(TcpStream),
     Unix(UnixStream),
     PipeReader(PipeReader),
@@ -40,7 +40,7 @@ pub enum Peer {
 impl Peer {
     /// A read timeout (hang guard) for sockets; pipes have none (their helper threads are
     /// joined with a deadline instead).
-    pub fn set_read_timeout(&self, d: Duration) {
+    pub(crate) fn set_read_timeout(&self, d: Duration) {
         match self {
             Peer::Tcp(s) => s.set_read_timeout(Some(d)).expect("set_read_timeout"),
             Peer::Unix(s) => s.set_read_timeout(Some(d)).expect("set_read_timeout"),
@@ -50,7 +50,7 @@ impl Peer {
 
     /// Another handle on the same stream (`dup`), to read on one thread and write on
     /// another.
-    pub fn try_clone(&self) -> Peer {
+    pub(crate) fn try_clone(&self) -> Peer {
         match self {
             Peer::Tcp(s) => Peer::Tcp(s.try_clone().expect("dup")),
             Peer::Unix(s) => Peer::Unix(s.try_clone().expect("dup")),
@@ -60,7 +60,7 @@ impl Peer {
     }
 
     /// `shutdown(SHUT_WR)`: a half-close, the socket still readable. Pipes have none.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Peer::Tcp(s) => s.shutdown(Shutdown::Write),
             Peer::Unix(s) => s.shutdown(Shutdown::Write),
@@ -73,7 +73,7 @@ impl Peer {
 
 /// Resets a peer: `SO_LINGER` 0 then close for TCP (a RST, unsent bytes dropped); a plain
 /// close for the others (a Unix stream has no reset).
-pub fn reset(peer: Peer) {
+pub(crate) fn reset(peer: Peer) {
     if let Peer::Tcp(s) = &peer {
         set_linger_zero(s);
     }
@@ -81,7 +81,7 @@ pub fn reset(peer: Peer) {
 }
 
 /// A write or read error meaning the engine's end went away (`EPIPE`, `ECONNRESET`).
-pub fn peer_gone(e: &io::Error) -> bool {
+pub(crate) fn peer_gone(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
@@ -90,7 +90,7 @@ pub fn peer_gone(e: &io::Error) -> bool {
 
 /// `shutdown(SHUT_WR)` on a socket the engine shares, as a proxy does when the other
 /// direction has ended (through a duplicate: shutdown acts on the socket, not the fd).
-pub fn shutdown_shared_write(fd: &OwnedFd, kind: Kind) {
+pub(crate) fn shutdown_shared_write(fd: &OwnedFd, kind: Kind) {
     let dup = fd.try_clone().expect("dup the shared socket");
     let s = match kind {
         Kind::Tcp => Peer::Tcp(TcpStream::from(dup)),
@@ -140,7 +140,7 @@ impl Write for Peer {
 /// A connected stream of `kind` (not `File`): the engine's end as an `OwnedFd`, and the
 /// test's end. `engine_reads`: the engine's end is a source (else a destination); for a
 /// pipe that picks which end the engine gets.
-pub fn stream_pair(kind: Kind, engine_reads: bool) -> (OwnedFd, Peer) {
+pub(crate) fn stream_pair(kind: Kind, engine_reads: bool) -> (OwnedFd, Peer) {
     match kind {
         Kind::Tcp => {
             let (a, b) = tcp_pair();
@@ -164,7 +164,7 @@ pub fn stream_pair(kind: Kind, engine_reads: bool) -> (OwnedFd, Peer) {
 
 /// Writes `data` to `peer` from a helper thread, then closes it (end of file). Returns the
 /// bytes written (all of them, or the write error).
-pub fn spawn_writer(mut peer: Peer, data: Vec<u8>) -> JoinHandle<io::Result<usize>> {
+pub(crate) fn spawn_writer(mut peer: Peer, data: Vec<u8>) -> JoinHandle<io::Result<usize>> {
     spawn_named("rs-test-writer", move || {
         peer.write_all(&data)?;
         drop(peer);
@@ -174,7 +174,7 @@ pub fn spawn_writer(mut peer: Peer, data: Vec<u8>) -> JoinHandle<io::Result<usiz
 
 /// Reads `peer` to end of file from a helper thread (sockets get a read timeout as a hang
 /// guard).
-pub fn spawn_reader(mut peer: Peer) -> JoinHandle<io::Result<Vec<u8>>> {
+pub(crate) fn spawn_reader(mut peer: Peer) -> JoinHandle<io::Result<Vec<u8>>> {
     peer.set_read_timeout(HANG_GUARD);
     spawn_named("rs-test-reader", move || {
         let mut v = Vec::new();
@@ -185,7 +185,7 @@ pub fn spawn_reader(mut peer: Peer) -> JoinHandle<io::Result<Vec<u8>>> {
 
 /// Reads an fd the engine handed back to end of file (made blocking again first; sockets
 /// get a read timeout as a hang guard).
-pub fn read_to_eof(kind: Kind, fd: OwnedFd) -> Vec<u8> {
+pub(crate) fn read_to_eof(kind: Kind, fd: OwnedFd) -> Vec<u8> {
     set_nonblocking(&fd, false);
     let mut v = Vec::new();
     match kind {
@@ -215,14 +215,14 @@ pub fn read_to_eof(kind: Kind, fd: OwnedFd) -> Vec<u8> {
 /// What feeds a source made by [`source_of`]: the temporary file it reads, or the helper
 /// thread writing into its stream.
 #[derive(Debug)]
-pub enum Feed {
+pub(crate) enum Feed {
     File(TempFile),
     Stream(JoinHandle<io::Result<usize>>),
 }
 
 impl Feed {
     /// Waits for the writer, if any (panics, naming `what`, if it failed); removes the file.
-    pub fn finish(self, what: &str) {
+    pub(crate) fn finish(self, what: &str) {
         if let Feed::Stream(w) = self {
             join(w, &format!("{what}: writer"))
                 .unwrap_or_else(|e| panic!("{what}: writing the source: {e}"));
@@ -233,7 +233,7 @@ impl Feed {
 /// A transfer source of `kind` that yields `payload`: a temporary file holding it (named
 /// with `tag`), or the engine's end of a stream whose other end a helper thread writes it
 /// into and then closes.
-pub fn source_of(kind: Kind, tag: &str, payload: &[u8]) -> (OwnedFd, Feed) {
+pub(crate) fn source_of(kind: Kind, tag: &str, payload: &[u8]) -> (OwnedFd, Feed) {
     match kind {
         Kind::File => {
             let tf = TempFile::with_contents(tag, payload);
@@ -249,7 +249,7 @@ pub fn source_of(kind: Kind, tag: &str, payload: &[u8]) -> (OwnedFd, Feed) {
 /// Where the bytes of a destination made by [`destination_of`] end up: its temporary file,
 /// or the helper thread reading its stream to end of file.
 #[derive(Debug)]
-pub enum Sink {
+pub(crate) enum Sink {
     File(TempFile),
     Stream(JoinHandle<io::Result<Vec<u8>>>),
 }
@@ -257,7 +257,7 @@ pub enum Sink {
 impl Sink {
     /// Everything the destination holds: the whole file, or what the reader got. Call it
     /// once the engine's end is closed (the reader waits for end of file).
-    pub fn contents(self, what: &str) -> Vec<u8> {
+    pub(crate) fn contents(self, what: &str) -> Vec<u8> {
         match self {
             Sink::File(tf) => tf.contents(),
             Sink::Stream(r) => join(r, &format!("{what}: reader"))
@@ -269,7 +269,7 @@ impl Sink {
 /// A transfer destination of `kind`: a temporary file holding `initial` (named with `tag`),
 /// opened for writing, or the engine's end of a stream that a helper thread reads to end
 /// of file.
-pub fn destination_of(kind: Kind, tag: &str, initial: &[u8]) -> (OwnedFd, Sink) {
+pub(crate) fn destination_of(kind: Kind, tag: &str, initial: &[u8]) -> (OwnedFd, Sink) {
     match kind {
         Kind::File => {
             let tf = TempFile::with_contents(tag, initial);
@@ -284,15 +284,15 @@ pub fn destination_of(kind: Kind, tag: &str, initial: &[u8]) -> (OwnedFd, Sink) 
 
 /// A file in the temp directory, removed on drop.
 #[derive(Debug)]
-pub struct TempFile {
-    pub path: PathBuf,
+pub(crate) struct TempFile {
+    pub(crate) path: PathBuf,
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl TempFile {
     /// A new file holding `data`.
-    pub fn with_contents(tag: &str, data: &[u8]) -> TempFile {
+    pub(crate) fn with_contents(tag: &str, data: &[u8]) -> TempFile {
         let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("ringsplice-test-{}-{n}-{tag}", std::process::id()));
@@ -301,12 +301,12 @@ impl TempFile {
     }
 
     /// Opened read-only.
-    pub fn open_read(&self) -> File {
+    pub(crate) fn open_read(&self) -> File {
         File::open(&self.path).unwrap_or_else(|e| panic!("open {:?}: {e}", self.path))
     }
 
     /// Opened write-only (no truncation, no append).
-    pub fn open_write(&self) -> File {
+    pub(crate) fn open_write(&self) -> File {
         std::fs::OpenOptions::new()
             .write(true)
             .open(&self.path)
@@ -314,7 +314,7 @@ impl TempFile {
     }
 
     /// The whole contents.
-    pub fn contents(&self) -> Vec<u8> {
+    pub(crate) fn contents(&self) -> Vec<u8> {
         std::fs::read(&self.path).unwrap_or_else(|e| panic!("read {:?}: {e}", self.path))
     }
 }

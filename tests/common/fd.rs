@@ -27,7 +27,7 @@ fn setsockopt_raw<T>(fd: RawFd, name: i32, value: &T) -> io::Result<()> {
 }
 
 /// `SO_LINGER {on, 0}`: closing the socket then sends a RST instead of a FIN.
-pub fn set_linger_zero(s: &impl AsRawFd) {
+pub(crate) fn set_linger_zero(s: &impl AsRawFd) {
     let l = sys::Linger {
         l_onoff: 1,
         l_linger: 0,
@@ -36,18 +36,18 @@ pub fn set_linger_zero(s: &impl AsRawFd) {
 }
 
 /// A small `SO_SNDBUF` (the kernel doubles it and applies its minimum).
-pub fn set_sndbuf(s: &impl AsRawFd, bytes: i32) {
+pub(crate) fn set_sndbuf(s: &impl AsRawFd, bytes: i32) {
     setsockopt_raw(s.as_raw_fd(), sys::SO_SNDBUF, &bytes).expect("setsockopt(SO_SNDBUF)");
 }
 
 /// A small `SO_RCVBUF` (the kernel doubles it and applies its minimum).
-pub fn set_rcvbuf(s: &impl AsRawFd, bytes: i32) {
+pub(crate) fn set_rcvbuf(s: &impl AsRawFd, bytes: i32) {
     setsockopt_raw(s.as_raw_fd(), sys::SO_RCVBUF, &bytes).expect("setsockopt(SO_RCVBUF)");
 }
 
 /// Bytes waiting in a socket's receive queue, up to `max` (`recv(MSG_PEEK | MSG_DONTWAIT)`:
 /// nothing is consumed and nothing blocks).
-pub fn queued(s: &impl AsRawFd, max: usize) -> usize {
+pub(crate) fn queued(s: &impl AsRawFd, max: usize) -> usize {
     let mut buf = vec![0u8; max];
     // SAFETY: `buf` is valid for `max` bytes of writes.
     let n = unsafe {
@@ -62,7 +62,7 @@ pub fn queued(s: &impl AsRawFd, max: usize) -> usize {
 }
 
 /// `poll(fd, POLLIN, timeout)`: whether the fd became readable in time.
-pub fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
+pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
     let mut p = sys::PollFd {
         fd,
         events: sys::POLLIN,
@@ -85,14 +85,14 @@ pub fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
 }
 
 /// Whether `fd` is open in this process (`fcntl(F_GETFD)`).
-pub fn fd_is_open(fd: RawFd) -> bool {
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no argument and touches no memory.
     unsafe { sys::fcntl(fd, sys::F_GETFD) != -1 }
 }
 
 /// Sets or clears `O_NONBLOCK` (the engine makes the pollable fds it is given non-blocking;
 /// tests reading them back want them blocking).
-pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) {
+pub(crate) fn set_nonblocking(fd: &impl AsRawFd, on: bool) {
     let fd = fd.as_raw_fd();
     // SAFETY: F_GETFL takes no argument.
     let flags = unsafe { sys::fcntl(fd, sys::F_GETFL) };
@@ -117,21 +117,21 @@ pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) {
 
 /// Restores `SIGPIPE`'s default disposition (terminate), as a C host would have it. Rust
 /// programs ignore it before `main`, which would hide a SIGPIPE the engine lets through.
-pub fn sigpipe_default() {
+pub(crate) fn sigpipe_default() {
     // SAFETY: installs the default disposition; no handler code is involved.
     unsafe { sys::signal(sys::SIGPIPE, sys::SIG_DFL) };
 }
 
 /// A raw fd number that is not open, far above anything the tests allocate (the kernel
 /// hands out the lowest free number), so nothing can reuse it during a test.
-pub fn closed_fd() -> RawFd {
+pub(crate) fn closed_fd() -> RawFd {
     let fd = 15_000;
     assert!(!fd_is_open(fd), "fd {fd} is unexpectedly open");
     fd
 }
 
 /// The int an `ioctl` reports for a socket ([`sys::SIOCINQ`], [`sys::SIOCOUTQ`]).
-pub fn sock_ioctl(fd: RawFd, request: c_ulong) -> usize {
+pub(crate) fn sock_ioctl(fd: RawFd, request: c_ulong) -> usize {
     let mut n: c_int = 0;
     // SAFETY: both requests write one int through the pointer, which is live and writable.
     let r = unsafe { sys::ioctl(fd, request, &mut n as *mut c_int) };
@@ -144,7 +144,7 @@ pub fn sock_ioctl(fd: RawFd, request: c_ulong) -> usize {
 }
 
 /// Whether `fd` is writable right now (`poll(POLLOUT)` with no timeout).
-pub fn writable_now(fd: RawFd) -> bool {
+pub(crate) fn writable_now(fd: RawFd) -> bool {
     let mut p = sys::PollFd {
         fd,
         events: sys::POLLOUT,
@@ -157,7 +157,7 @@ pub fn writable_now(fd: RawFd) -> bool {
 
 /// Sleeps until one of `fds` is ready or a few milliseconds pass: an idle wait for helper
 /// threads that recheck readiness on their next pass (so the result does not matter).
-pub fn wait_ready(fds: &mut [sys::PollFd]) {
+pub(crate) fn wait_ready(fds: &mut [sys::PollFd]) {
     // SAFETY: `fds` is a valid array of live pollfds of the length passed.
     let _ = unsafe { sys::poll(fds.as_mut_ptr(), fds.len() as c_ulong, 5) };
 }

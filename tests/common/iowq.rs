@@ -7,31 +7,31 @@ use super::serial::current_tid;
 use super::{say, task_snapshot, wait_until};
 
 /// The io-wq workers of the thread `tid` (their `comm` is `iou-wrk-<tid>`).
-pub fn workers_of(tid: u32) -> usize {
+pub(crate) fn workers_of(tid: u32) -> usize {
     let name = format!("iou-wrk-{tid}");
     task_snapshot().values().filter(|c| **c == name).count()
 }
 
 /// The io-wq workers of the calling thread.
-pub fn mine() -> usize {
+pub(crate) fn mine() -> usize {
     workers_of(current_tid())
 }
 
 /// The calling thread's id.
-pub fn tid() -> u32 {
+pub(crate) fn tid() -> u32 {
     current_tid()
 }
 
 /// Idle workers a thread keeps after its last ring is gone on kernels without
 /// exit-on-idle: io-wq never lets the last worker of an accounting class (bounded,
 /// unbounded) time out, so one of each stays until the thread exits.
-pub const KEPT_PER_THREAD: usize = 2;
+pub(crate) const KEPT_PER_THREAD: usize = 2;
 
 /// Whether this kernel's io-wq lets idle workers exit once their task has no ring left
 /// ("io-wq: add exit-on-idle state", 2026): probed as the kernel function that patch
 /// adds, `io_wq_set_exit_on_idle`, in `/proc/kallsyms` (names are listed even where
 /// addresses are hidden). Without it, [`KEPT_PER_THREAD`] workers stay with the thread.
-pub fn exit_on_idle() -> bool {
+pub(crate) fn exit_on_idle() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         let syms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
@@ -50,7 +50,7 @@ pub fn exit_on_idle() -> bool {
 /// [`KEPT_PER_THREAD`] once the others have timed out (io-wq's idle timeout is 5 s).
 /// Either way they end when the thread exits, which [`run_configs`]' leak check
 /// asserts.
-pub fn assert_released_after_drop(what: &str) {
+pub(crate) fn assert_released_after_drop(what: &str) {
     let limit = if exit_on_idle() { 0 } else { KEPT_PER_THREAD };
     wait_until(
         &format!(

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use super::serial::HARNESS_THREADS;
 
 /// How long a leak check waits for io-wq workers (and the harness's own threads) to go.
-pub const LEAK_SETTLE: Duration = Duration::from_secs(5);
+pub(crate) const LEAK_SETTLE: Duration = Duration::from_secs(5);
 
 /// Open fds of this process: number → what it refers to (`/proc/self/fd` link target).
-pub fn fd_snapshot() -> BTreeMap<RawFd, String> {
+pub(crate) fn fd_snapshot() -> BTreeMap<RawFd, String> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd") {
         let entry = entry.expect("/proc/self/fd entry");
@@ -31,7 +31,7 @@ pub fn fd_snapshot() -> BTreeMap<RawFd, String> {
 }
 
 /// Threads of this process: tid → name (`comm`; io-wq workers are `iou-wrk-<tid>`).
-pub fn task_snapshot() -> BTreeMap<u32, String> {
+pub(crate) fn task_snapshot() -> BTreeMap<u32, String> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
         let entry = entry.expect("/proc/self/task entry");
@@ -47,24 +47,24 @@ pub fn task_snapshot() -> BTreeMap<u32, String> {
 }
 
 /// The number of threads of this process (`/proc/self/task`).
-pub fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     task_snapshot().len()
 }
 
 /// Snapshot of the process's fds and threads; [`check`](LeakCheck::check) asserts they
 /// come back to it (waiting up to [`LEAK_SETTLE`] for io-wq workers to exit).
 #[derive(Debug)]
-pub struct LeakCheck {
+pub(crate) struct LeakCheck {
     what: String,
     fds: BTreeMap<RawFd, String>,
     tasks: BTreeSet<u32>,
     /// Whether an fd of the baseline that was closed counts as a failure.
-    pub report_closed: bool,
+    pub(crate) report_closed: bool,
 }
 
 impl LeakCheck {
     /// Takes the baseline. `what` names the scope in failure messages.
-    pub fn new(what: impl Into<String>) -> LeakCheck {
+    pub(crate) fn new(what: impl Into<String>) -> LeakCheck {
         LeakCheck {
             what: what.into(),
             fds: fd_snapshot(),
@@ -100,7 +100,7 @@ impl LeakCheck {
     }
 
     /// Asserts no fd or thread is left behind, allowing [`LEAK_SETTLE`] for threads to exit.
-    pub fn check(self) {
+    pub(crate) fn check(self) {
         let deadline = Instant::now() + LEAK_SETTLE;
         loop {
             let Some(diff) = self.differences() else {

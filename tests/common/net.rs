@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use super::{Kind, Peer, set_rcvbuf, set_sndbuf, stream_pair};
 
 /// A connected TCP pair on 127.0.0.1: (connecting side, accepted side).
-pub fn tcp_pair() -> (TcpStream, TcpStream) {
+pub(crate) fn tcp_pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let a = TcpStream::connect(l.local_addr().expect("local_addr")).expect("connect");
     let (b, _) = l.accept().expect("accept");
@@ -21,7 +21,7 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
 /// through `unix_stream_sendpage`, which kept appending pages past the send buffer (seen on
 /// Debian's 6.1: a transfer emptied its 64 KiB pipe into a Unix socket with a 4 KiB
 /// `SO_SNDBUF` whose reader never read).
-pub fn tcp_pair_small_buffers() -> (TcpStream, TcpStream) {
+pub(crate) fn tcp_pair_small_buffers() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     set_rcvbuf(&l, 2048);
     let a = std::net::TcpStream::connect(l.local_addr().expect("local_addr")).expect("connect");
@@ -31,7 +31,7 @@ pub fn tcp_pair_small_buffers() -> (TcpStream, TcpStream) {
 }
 
 /// A TCP listener on 127.0.0.1 and `n` connected pairs made through it.
-pub fn tcp_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
+pub(crate) fn tcp_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = l.local_addr().expect("local_addr");
     (0..n)
@@ -46,20 +46,20 @@ pub fn tcp_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
 /// Connected pairs for many transfers: TCP pairs made up front through one listener (see
 /// [`tcp_pairs`]), other kinds made as they are asked for.
 #[derive(Debug)]
-pub struct Pairs {
+pub(crate) struct Pairs {
     tcp: std::vec::IntoIter<(TcpStream, TcpStream)>,
 }
 
 impl Pairs {
     /// Makes `tcp` TCP pairs now.
-    pub fn new(tcp: usize) -> Pairs {
+    pub(crate) fn new(tcp: usize) -> Pairs {
         Pairs {
             tcp: tcp_pairs(tcp).into_iter(),
         }
     }
 
     /// A connected stream of `kind`, as [`stream_pair`]: the engine's end and the test's.
-    pub fn make(&mut self, kind: Kind, engine_reads: bool) -> (OwnedFd, Peer) {
+    pub(crate) fn make(&mut self, kind: Kind, engine_reads: bool) -> (OwnedFd, Peer) {
         match kind {
             Kind::Tcp => {
                 let (a, b) = self.tcp.next().expect("enough TCP pairs made up front");

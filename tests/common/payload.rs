@@ -2,11 +2,11 @@
 
 /// xorshift64* — small, fast, deterministic.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from a seed (any value, zero included).
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         // splitmix64 of the seed, never zero.
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -15,11 +15,11 @@ impl Rng {
     }
 
     /// A generator seeded from a test-specific string.
-    pub fn for_test(salt: &str) -> Rng {
+    pub(crate) fn for_test(salt: &str) -> Rng {
         Rng::new(checksum(salt.as_bytes()))
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -29,17 +29,17 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 
     /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
 
     /// Fills a buffer.
-    pub fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         let mut chunks = buf.chunks_exact_mut(8);
         for c in &mut chunks {
             c.copy_from_slice(&self.next_u64().to_le_bytes());
@@ -51,7 +51,7 @@ impl Rng {
     }
 
     /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         let mut v = vec![0u8; n];
         self.fill(&mut v);
         v
@@ -59,7 +59,7 @@ impl Rng {
 }
 
 /// A 64-bit checksum (xxhash-style word mixing, then an avalanche), length included.
-pub fn checksum(data: &[u8]) -> u64 {
+pub(crate) fn checksum(data: &[u8]) -> u64 {
     const P1: u64 = 0x9E37_79B1_85EB_CA87;
     const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
     let mut h = P2 ^ (data.len() as u64).wrapping_mul(P1);
@@ -79,7 +79,7 @@ pub fn checksum(data: &[u8]) -> u64 {
 
 /// Asserts two byte strings are equal, naming their lengths, checksums and first differing
 /// offset when they are not.
-pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+pub(crate) fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
     if got == want {
         return;
     }
@@ -99,12 +99,12 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 }
 
 /// A seed for `salt` (what [`Rng::for_test`] uses), to print with failures.
-pub fn seed_of(salt: &str) -> u64 {
+pub(crate) fn seed_of(salt: &str) -> u64 {
     checksum(salt.as_bytes())
 }
 
 /// Fisher–Yates.
-pub fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
+pub(crate) fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
     for i in (1..v.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         v.swap(i, j);

@@ -16,7 +16,7 @@ thread_local! {
 
 /// Held for the whole test: tests of one binary run one at a time.
 #[must_use = "hold the guard for the whole test"]
-pub struct Serial {
+pub(crate) struct Serial {
     _guard: MutexGuard<'static, ()>,
 }
 
@@ -34,7 +34,7 @@ impl fmt::Debug for Serial {
 
 /// Takes the binary-wide test lock (recovering it from a test that panicked). Call it first
 /// in every test: `let _g = common::serial();`.
-pub fn serial() -> Serial {
+pub(crate) fn serial() -> Serial {
     HARNESS_THREADS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -61,7 +61,7 @@ pub(super) fn current_tid() -> u32 {
 }
 
 /// The name of the running test (libtest names its threads after the tests).
-pub fn test_name() -> String {
+pub(crate) fn test_name() -> String {
     std::thread::current()
         .name()
         .unwrap_or("<unnamed test>")

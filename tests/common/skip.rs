@@ -14,20 +14,20 @@ use super::test_name;
 
 /// Writes `msg` and a newline straight to the process's stderr, in one write. libtest's
 /// capture hooks only the `print!`/`eprint!` family, so this shows for passing tests too.
-pub fn say(msg: &str) {
+pub(crate) fn say(msg: &str) {
     let _ = io::stderr().lock().write_all(format!("{msg}\n").as_bytes());
 }
 
 /// Says that the running test, or the part of it named in `reason`, does not run here and
 /// why: `SKIPPED: <test>: <reason>` on stderr ([`say`]). The caller then returns or moves on.
-pub fn skip(reason: impl fmt::Display) {
+pub(crate) fn skip(reason: impl fmt::Display) {
     say(&format!("SKIPPED: {}: {reason}", test_name()));
 }
 
 /// Whether an io_uring engine can be built here: `Err(why)` when the kernel or sandbox
 /// refuses (`Error::Unsupported`: io_uring or its splice opcode unavailable, io_uring
 /// disabled, seccomp). Any other error is a bug and panics.
-pub fn io_uring_status() -> Result<(), String> {
+pub(crate) fn io_uring_status() -> Result<(), String> {
     static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
     STATUS
         .get_or_init(|| {
@@ -49,7 +49,7 @@ pub fn io_uring_status() -> Result<(), String> {
 
 /// Whether the io_uring backend is there; where it is not, says so ([`skip`]) and returns
 /// `false`, for the test to return.
-pub fn io_uring_or_skip() -> bool {
+pub(crate) fn io_uring_or_skip() -> bool {
     match io_uring_status() {
         Ok(()) => true,
         Err(why) => {
@@ -62,7 +62,7 @@ pub fn io_uring_or_skip() -> bool {
 /// An engine of `backend` (deaf to `RINGSPLICE_BACKEND`), its builder passed through
 /// `tune` first. `None`, after a [`skip`], only where io_uring is asked for and is
 /// unsupported here (`Error::Unsupported`); any other error fails the test.
-pub fn engine_or_skip(
+pub(crate) fn engine_or_skip(
     backend: BackendPreference,
     tune: impl FnOnce(Builder) -> Builder,
 ) -> Option<Engine> {

@@ -27,18 +27,18 @@ use super::{
 
 /// The kind of a storm transfer's source and destination: TCP, a fifth Unix on each side
 /// (never both sides Unix at the same index).
-pub fn storm_kinds(i: usize) -> (Kind, Kind) {
+pub(crate) fn storm_kinds(i: usize) -> (Kind, Kind) {
     let src = if i % 5 == 1 { Kind::Unix } else { Kind::Tcp };
     let dst = if i % 5 == 3 { Kind::Unix } else { Kind::Tcp };
     (src, dst)
 }
 
 /// Most bytes a helper moves on one peer per pass.
-pub const IO_CHUNK: usize = 64 << 10;
+pub(crate) const IO_CHUNK: usize = 64 << 10;
 
 /// How a writer's peer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriterEnd {
+pub(crate) enum WriterEnd {
     /// Wrote the whole payload, then closed (end of file).
     Closed,
     /// Reset (Unix: closed) on purpose after `reset_at` bytes.
@@ -49,25 +49,25 @@ pub enum WriterEnd {
 }
 
 /// One source peer a writer thread drives.
-pub struct WriterJob {
+pub(crate) struct WriterJob {
     idx: usize,
     peer: Option<Peer>,
     start: usize,
     len: usize,
     /// Reset after writing exactly this many bytes (a source-side fault).
-    pub reset_at: Option<usize>,
+    pub(crate) reset_at: Option<usize>,
     /// After the payload, keep the end open (no end of file) until `release` is set,
     /// watching for the engine's end to go away.
-    pub hold: bool,
+    pub(crate) hold: bool,
     /// Most bytes written per pass (a small chunk paces the writer, so transfers stay
     /// mid-payload for many turns).
-    pub chunk: usize,
+    pub(crate) chunk: usize,
     written: usize,
     end: Option<WriterEnd>,
 }
 
 impl WriterJob {
-    pub fn new(idx: usize, peer: Peer, start: usize, len: usize) -> WriterJob {
+    pub(crate) fn new(idx: usize, peer: Peer, start: usize, len: usize) -> WriterJob {
         WriterJob {
             idx,
             peer: Some(peer),
@@ -156,14 +156,14 @@ impl WriterJob {
 
 /// What a writer thread reports for one job.
 #[derive(Debug, Clone, Copy)]
-pub struct WriterReport {
-    pub written: usize,
-    pub end: WriterEnd,
+pub(crate) struct WriterReport {
+    pub(crate) written: usize,
+    pub(crate) end: WriterEnd,
 }
 
 /// Drives `jobs` from one thread until every peer is closed. Held ends of file wait for
 /// `release` (or for the engine's end to go away).
-pub fn spawn_writers(
+pub(crate) fn spawn_writers(
     name: &str,
     mut jobs: Vec<WriterJob>,
     pool: Arc<Vec<u8>>,
@@ -229,7 +229,7 @@ pub fn spawn_writers(
 
 /// How a reader's peer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReaderEnd {
+pub(crate) enum ReaderEnd {
     /// End of file.
     Eof,
     /// Reset (Unix: closed) on purpose after `reset_at` bytes.
@@ -239,13 +239,13 @@ pub enum ReaderEnd {
 }
 
 /// One destination peer a reader thread drives.
-pub struct ReaderJob {
+pub(crate) struct ReaderJob {
     idx: usize,
     peer: Option<Peer>,
     start: usize,
     len: usize,
     /// Reset after reading exactly this many bytes (a destination-side fault).
-    pub reset_at: Option<usize>,
+    pub(crate) reset_at: Option<usize>,
     got: usize,
     end: Option<ReaderEnd>,
     /// The first problem with the bytes received, if any.
@@ -253,7 +253,7 @@ pub struct ReaderJob {
 }
 
 impl ReaderJob {
-    pub fn new(idx: usize, peer: Peer, start: usize, len: usize) -> ReaderJob {
+    pub(crate) fn new(idx: usize, peer: Peer, start: usize, len: usize) -> ReaderJob {
         ReaderJob {
             idx,
             peer: Some(peer),
@@ -329,7 +329,7 @@ impl ReaderJob {
 }
 
 /// What the helper threads have done so far, for the driving thread to act on.
-pub struct Progress {
+pub(crate) struct Progress {
     /// Destination peers that have received at least one byte.
     started: AtomicUsize,
     /// Bytes written to each source peer, by transfer index.
@@ -337,37 +337,37 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(n: usize) -> Arc<Progress> {
+    pub(crate) fn new(n: usize) -> Arc<Progress> {
         Arc::new(Progress {
             started: AtomicUsize::new(0),
             written: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         })
     }
 
-    pub fn started(&self) -> usize {
+    pub(crate) fn started(&self) -> usize {
         self.started.load(Ordering::SeqCst)
     }
 
-    pub fn written(&self, idx: usize) -> usize {
+    pub(crate) fn written(&self, idx: usize) -> usize {
         self.written[idx].load(Ordering::SeqCst)
     }
 
-    pub fn written_total(&self) -> usize {
+    pub(crate) fn written_total(&self) -> usize {
         (0..self.written.len()).map(|i| self.written(i)).sum()
     }
 }
 
 /// What a reader thread reports for one job.
 #[derive(Debug, Clone)]
-pub struct ReaderReport {
-    pub got: usize,
-    pub end: ReaderEnd,
-    pub bad: Option<String>,
+pub(crate) struct ReaderReport {
+    pub(crate) got: usize,
+    pub(crate) end: ReaderEnd,
+    pub(crate) bad: Option<String>,
 }
 
 /// Drives `jobs` from one thread until every peer has ended, reporting what arrives in
 /// `progress`.
-pub fn spawn_readers(
+pub(crate) fn spawn_readers(
     name: &str,
     mut jobs: Vec<ReaderJob>,
     pool: Arc<Vec<u8>>,
@@ -426,7 +426,7 @@ pub fn spawn_readers(
 }
 
 /// Joins helper threads and files their reports by transfer index.
-pub fn join_reports<T>(
+pub(crate) fn join_reports<T>(
     handles: Vec<JoinHandle<Vec<(usize, T)>>>,
     n: usize,
     what: &str,
@@ -447,21 +447,21 @@ pub fn join_reports<T>(
 
 /// What a completion said, its endpoints dropped (closed) at once so the peers see it.
 #[derive(Debug)]
-pub struct Outcome {
-    pub result: Result<(), Error>,
-    pub delivered: u64,
-    pub undelivered: u64,
+pub(crate) struct Outcome {
+    pub(crate) result: Result<(), Error>,
+    pub(crate) delivered: u64,
+    pub(crate) undelivered: u64,
 }
 
 /// Files completions by transfer index (the tag), asserting exactly one per transfer.
-pub struct Outcomes {
+pub(crate) struct Outcomes {
     ids: HashMap<TransferId, usize>,
-    pub by_idx: Vec<Option<Outcome>>,
-    pub collected: usize,
+    pub(crate) by_idx: Vec<Option<Outcome>>,
+    pub(crate) collected: usize,
 }
 
 impl Outcomes {
-    pub fn new(n: usize) -> Outcomes {
+    pub(crate) fn new(n: usize) -> Outcomes {
         Outcomes {
             ids: HashMap::new(),
             by_idx: (0..n).map(|_| None).collect(),
@@ -469,7 +469,7 @@ impl Outcomes {
         }
     }
 
-    pub fn record(&mut self, out: &mut Vec<Completion>, what: &str) {
+    pub(crate) fn record(&mut self, out: &mut Vec<Completion>, what: &str) {
         for c in out.drain(..) {
             let Completion {
                 id,
@@ -479,6 +479,7 @@ impl Outcomes {
                 result,
                 source,
                 destination,
+                ..
             } = c;
             let idx = *self
                 .ids
@@ -503,12 +504,12 @@ impl Outcomes {
         }
     }
 
-    pub fn all_in(&self) -> bool {
+    pub(crate) fn all_in(&self) -> bool {
         self.collected == self.by_idx.len()
     }
 
     /// Turns of `wait` until every transfer has completed (hang guard).
-    pub fn collect_rest(&mut self, e: &mut Engine, what: &str) {
+    pub(crate) fn collect_rest(&mut self, e: &mut Engine, what: &str) {
         let deadline = Instant::now() + HANG_GUARD;
         let mut out = Vec::new();
         while !self.all_in() {
@@ -536,15 +537,15 @@ impl Outcomes {
 
 /// A storm transfer's plan.
 #[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    pub src: Kind,
-    pub dst: Kind,
-    pub start: usize,
-    pub len: usize,
+pub(crate) struct Plan {
+    pub(crate) src: Kind,
+    pub(crate) dst: Kind,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
 }
 
 /// Random payload windows for `n` transfers of `min..=max` bytes in a pool of `pool` bytes.
-pub fn plans(rng: &mut Rng, n: usize, pool: usize, min: usize, max: usize) -> Vec<Plan> {
+pub(crate) fn plans(rng: &mut Rng, n: usize, pool: usize, min: usize, max: usize) -> Vec<Plan> {
     (0..n)
         .map(|i| {
             let (src, dst) = storm_kinds(i);
@@ -562,7 +563,7 @@ pub fn plans(rng: &mut Rng, n: usize, pool: usize, min: usize, max: usize) -> Ve
 
 /// Submits one transfer per plan, tagged with its index; returns the writer and reader jobs
 /// (in index order).
-pub fn submit_storm(
+pub(crate) fn submit_storm(
     cfg: Config,
     e: &mut Engine,
     plans: &[Plan],
@@ -606,7 +607,7 @@ fn split<T>(jobs: Vec<T>, threads: usize) -> Vec<Vec<T>> {
 
 /// Spawns `threads` writer and `threads` reader threads over the jobs.
 #[allow(clippy::type_complexity)]
-pub fn spawn_storm_io(
+pub(crate) fn spawn_storm_io(
     writers: Vec<WriterJob>,
     readers: Vec<ReaderJob>,
     threads: usize,

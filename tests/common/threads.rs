@@ -16,7 +16,7 @@ pub(super) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Spawns a named helper thread (names show in leak reports).
-pub fn spawn_named<T: Send + 'static>(
+pub(crate) fn spawn_named<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
@@ -28,7 +28,7 @@ pub fn spawn_named<T: Send + 'static>(
 
 /// Joins a helper thread, panicking (naming it) if it does not finish within `limit` or if
 /// it panicked.
-pub fn join_within<T>(h: JoinHandle<T>, limit: Duration, what: &str) -> T {
+pub(crate) fn join_within<T>(h: JoinHandle<T>, limit: Duration, what: &str) -> T {
     let deadline = Instant::now() + limit;
     while !h.is_finished() {
         assert!(
@@ -42,6 +42,6 @@ pub fn join_within<T>(h: JoinHandle<T>, limit: Duration, what: &str) -> T {
 }
 
 /// Joins with [`HANG_GUARD`].
-pub fn join<T>(h: JoinHandle<T>, what: &str) -> T {
+pub(crate) fn join<T>(h: JoinHandle<T>, what: &str) -> T {
     join_within(h, HANG_GUARD, what)
 }

@@ -8,13 +8,13 @@ use ringsplice::{Completion, Engine, Error, TransferId};
 
 /// How long any single wait may take before the test declares a hang. Generous: it only
 /// turns a hang into a clear failure.
-pub const HANG_GUARD: Duration = Duration::from_secs(30);
+pub(crate) const HANG_GUARD: Duration = Duration::from_secs(30);
 
 /// How long dropping an engine may take before the test calls it a hang.
-pub const DROP_GUARD: Duration = Duration::from_secs(20);
+pub(crate) const DROP_GUARD: Duration = Duration::from_secs(20);
 
 /// Waits until `n` completions have arrived; panics after [`HANG_GUARD`].
-pub fn wait_n(e: &mut Engine, n: usize, what: &str) -> Vec<Completion> {
+pub(crate) fn wait_n(e: &mut Engine, n: usize, what: &str) -> Vec<Completion> {
     let deadline = Instant::now() + HANG_GUARD;
     let mut out = Vec::new();
     while out.len() < n {
@@ -45,13 +45,13 @@ pub fn wait_n(e: &mut Engine, n: usize, what: &str) -> Vec<Completion> {
 }
 
 /// Waits for one completion.
-pub fn wait_one(e: &mut Engine, what: &str) -> Completion {
+pub(crate) fn wait_one(e: &mut Engine, what: &str) -> Completion {
     wait_n(e, 1, what).pop().expect("one completion")
 }
 
 /// Drives the engine with `poll` (and short `wait`s) until `cond` holds, collecting any
 /// completions that arrive meanwhile. Panics after [`HANG_GUARD`].
-pub fn pump_until(e: &mut Engine, what: &str, mut cond: impl FnMut() -> bool) -> Vec<Completion> {
+pub(crate) fn pump_until(e: &mut Engine, what: &str, mut cond: impl FnMut() -> bool) -> Vec<Completion> {
     let deadline = Instant::now() + HANG_GUARD;
     let mut out = Vec::new();
     loop {
@@ -73,7 +73,7 @@ pub fn pump_until(e: &mut Engine, what: &str, mut cond: impl FnMut() -> bool) ->
 }
 
 /// Waits for a condition without an engine (a helper thread's progress, say).
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG_GUARD;
     while !cond() {
         assert!(
@@ -86,7 +86,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Asserts a completion's bookkeeping: id, tag, result `Ok`, exact delivered count, nothing
 /// undelivered.
-pub fn assert_ok_completion(c: &Completion, id: TransferId, tag: u64, delivered: u64, what: &str) {
+pub(crate) fn assert_ok_completion(c: &Completion, id: TransferId, tag: u64, delivered: u64, what: &str) {
     assert!(
         c.result.is_ok(),
         "{what}: result {:?} (completion {c:?})",
@@ -100,7 +100,7 @@ pub fn assert_ok_completion(c: &Completion, id: TransferId, tag: u64, delivered:
 }
 
 /// Waits (`wait` turns) until the completion of `id` arrives; others are kept in `seen`.
-pub fn wait_for(
+pub(crate) fn wait_for(
     e: &mut Engine,
     id: TransferId,
     seen: &mut Vec<Completion>,
@@ -123,6 +123,6 @@ pub fn wait_for(
 }
 
 /// The errno of a failed result.
-pub fn errno(r: &Result<(), Error>) -> Option<i32> {
+pub(crate) fn errno(r: &Result<(), Error>) -> Option<i32> {
     r.as_ref().err().and_then(|e| e.raw_os_error())
 }
