@@ -15,7 +15,7 @@ use crate::core::plan::Mode;
 use crate::core::slots::{self, Running};
 use crate::core::step::Park;
 use crate::core::{Core, round};
-use crate::driver::{self, Driver, Event, RoundFds};
+use crate::driver::{Driver, Event, RoundFds, Sleep};
 use crate::error::{Error, Rejected, Result};
 use crate::op::{Dir, OpKind, cqe_res};
 use crate::stats::Stats;
@@ -264,11 +264,13 @@ impl Engine {
             if !self.driver.waiting() {
                 break; // nothing in the kernel and nothing runnable: nothing can wake us
             }
-            let Some(left) = driver::block_time(deadline, core.slots.next_timer()) else {
+            let sleep = Sleep::until(deadline, core.slots.next_timer());
+            if sleep == Sleep::Never {
                 break;
-            };
+            }
             let mut events = std::mem::take(&mut self.events);
-            self.driver.block(left, &mut events, &mut self.core.stats)?;
+            self.driver
+                .block(sleep.timeout(), &mut events, &mut self.core.stats)?;
             self.apply(&mut events);
             self.events = events;
         }

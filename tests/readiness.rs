@@ -36,7 +36,10 @@ fn two_transfers_wait_on_one_fd_in_one_direction() {
         }
         // Both start and wait: nothing has been written yet.
         let none = common::pump_until(&mut e, &format!("[{cfg}] park"), || true);
-        assert!(none.is_empty(), "[{cfg}] finished before any byte: {none:?}");
+        assert!(
+            none.is_empty(),
+            "[{cfg}] finished before any byte: {none:?}"
+        );
         let data = Rng::for_test("two waiters").bytes(2 * N);
         (&writer).write_all(&data).expect("write");
         let done = common::wait_n(&mut e, 2, &format!("[{cfg}] two waiters"));
@@ -51,7 +54,11 @@ fn two_transfers_wait_on_one_fd_in_one_direction() {
             r.read_exact(&mut buf).expect("sink holds its bytes");
             got.extend_from_slice(&buf);
         }
-        assert_eq!(histogram(&got), histogram(&data), "[{cfg}] bytes lost or doubled");
+        assert_eq!(
+            histogram(&got),
+            histogram(&data),
+            "[{cfg}] bytes lost or doubled"
+        );
     });
 }
 

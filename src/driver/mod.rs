@@ -21,7 +21,7 @@ use crate::op::{Dir, OpKind};
 use crate::stats::Stats;
 
 pub(crate) use event::{Event, RoundFds};
-pub(crate) use wake::block_time;
+pub(crate) use wake::Sleep;
 
 /// One of the two drivers.
 #[derive(Debug)]

@@ -66,24 +66,42 @@ impl Timer {
     }
 }
 
-/// How long a blocking wait may sleep: until the caller's deadline or the earliest
-/// transfer timer, whichever comes first (`Some(None)`: no limit). `None`: the caller's
-/// deadline has passed.
-pub(crate) fn block_time(
-    deadline: Option<Instant>,
-    timer: Option<Instant>,
-) -> Option<Option<Duration>> {
-    let now = Instant::now();
-    let left = match deadline {
-        Some(d) => match d.checked_duration_since(now) {
-            Some(l) if !l.is_zero() => Some(l),
-            _ => return None,
-        },
-        None => None,
-    };
-    let to_timer = timer.map(|t| t.saturating_duration_since(now));
-    Some(match (left, to_timer) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+/// How long a blocking wait may sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sleep {
+    /// The caller's deadline has passed: do not block.
+    Never,
+    /// At most this long.
+    For(Duration),
+    /// Until an event.
+    Unbounded,
+}
+
+impl Sleep {
+    /// Until the caller's deadline or the earliest transfer timer, whichever comes first.
+    pub(crate) fn until(deadline: Option<Instant>, timer: Option<Instant>) -> Sleep {
+        let now = Instant::now();
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(now) {
+                Some(l) if !l.is_zero() => Some(l),
+                _ => return Sleep::Never,
+            },
+            None => None,
+        };
+        let to_timer = timer.map(|t| t.saturating_duration_since(now));
+        match (left, to_timer) {
+            (Some(a), Some(b)) => Sleep::For(a.min(b)),
+            (Some(a), None) | (None, Some(a)) => Sleep::For(a),
+            (None, None) => Sleep::Unbounded,
+        }
+    }
+
+    /// As a wait's timeout (`None`: no limit).
+    pub(crate) fn timeout(self) -> Option<Duration> {
+        match self {
+            Sleep::Never => Some(Duration::ZERO),
+            Sleep::For(d) => Some(d),
+            Sleep::Unbounded => None,
+        }
+    }
 }

@@ -127,7 +127,10 @@ pub(crate) fn run_configs(configs: &[Config], mut f: impl FnMut(Config) + Send) 
 
 /// Runs `f` on a new thread named `name` (so [`test_name`] still works inside it) and
 /// waits for it to exit; a panic inside comes back as `Err`.
-pub(crate) fn on_own_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::thread::Result<T> {
+pub(crate) fn on_own_thread<T: Send>(
+    name: &str,
+    f: impl FnOnce() -> T + Send,
+) -> std::thread::Result<T> {
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name(name.to_string())

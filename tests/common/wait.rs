@@ -51,7 +51,11 @@ pub(crate) fn wait_one(e: &mut Engine, what: &str) -> Completion {
 
 /// Drives the engine with `poll` (and short `wait`s) until `cond` holds, collecting any
 /// completions that arrive meanwhile. Panics after [`HANG_GUARD`].
-pub(crate) fn pump_until(e: &mut Engine, what: &str, mut cond: impl FnMut() -> bool) -> Vec<Completion> {
+pub(crate) fn pump_until(
+    e: &mut Engine,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Vec<Completion> {
     let deadline = Instant::now() + HANG_GUARD;
     let mut out = Vec::new();
     loop {
@@ -86,7 +90,13 @@ pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Asserts a completion's bookkeeping: id, tag, result `Ok`, exact delivered count, nothing
 /// undelivered.
-pub(crate) fn assert_ok_completion(c: &Completion, id: TransferId, tag: u64, delivered: u64, what: &str) {
+pub(crate) fn assert_ok_completion(
+    c: &Completion,
+    id: TransferId,
+    tag: u64,
+    delivered: u64,
+    what: &str,
+) {
     assert!(
         c.result.is_ok(),
         "{what}: result {:?} (completion {c:?})",
