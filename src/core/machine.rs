@@ -138,11 +138,6 @@ impl Machine {
         std::mem::take(&mut self.copy_fallback)
     }
 
-    /// Sets the chunk: the most bytes one fill or direct splice asks for.
-    pub(crate) fn set_chunk(&mut self, chunk: usize) {
-        self.chunk = chunk.max(1);
-    }
-
     /// Limits the chunk to what a pipe can hold.
     pub(crate) fn cap_chunk(&mut self, cap: usize) {
         self.chunk = self.chunk.min(cap.max(1));

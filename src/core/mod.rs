@@ -82,36 +82,19 @@ impl Core {
         let (src, dst) = slots::fds_of(slot);
         let recalled = [self.known.recall(&slot.src), self.known.recall(&slot.dst)];
         let planned = learn((src, recalled[0]), (dst, recalled[1]), &req, caps);
-        let mut m;
-        let (plan, known) = match planned {
+        let (plan, known, failure) = match planned {
             Ok((plan, s, d)) => {
                 self.known.hold(&mut slot.src, s);
                 self.known.hold(&mut slot.dst, d);
-                m = Machine::new(
-                    plan.route,
-                    req.length,
-                    req.src_off,
-                    req.dst_off,
-                    0,
-                    (src, dst),
-                );
-                (plan, true)
+                (plan, true, None)
             }
-            Err(e) => {
-                let plan = Plan::failed(src, dst);
-                m = Machine::new(
-                    plan.route,
-                    req.length,
-                    req.src_off,
-                    req.dst_off,
-                    0,
-                    (src, dst),
-                );
-                m.fail_destination(e);
-                (plan, false)
-            }
+            Err(e) => (Plan::failed(src, dst), false, Some(e)),
         };
-        m.set_chunk(self.cfg.chunk_size);
+        let (len, offs, chunk) = (req.length, (req.src_off, req.dst_off), self.cfg.chunk_size);
+        let mut m = Machine::new(plan.route, len, offs.0, offs.1, chunk, (src, dst));
+        if let Some(e) = failure {
+            m.fail_destination(e);
+        }
         m.set_always_ready(plan.src_file, plan.dst_file);
         m.set_direct_op(plan.via.op());
         self.stats.record_copies += u64::from(plan.route == machine::Route::Records);
