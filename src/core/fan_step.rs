@@ -23,7 +23,8 @@ pub(crate) enum FanPark {
     Wait,
     /// Its share of this pass is used up.
     Yield,
-    /// Stopped early: the engine takes back its waits, then finishes it.
+    /// Stopped early, or done with waits still armed: the engine takes back its waits,
+    /// then finishes it.
     Stop,
     /// Done.
     Finish,
@@ -57,7 +58,9 @@ pub(crate) fn run(f: &mut Fan, cx: &mut FanCx<'_>) -> FanPark {
         f.drop_laggards();
         progress |= discard(f, cx);
         if f.finished() {
-            park = if f.stop.is_some() {
+            // A wait still with the driver (a dropped leg's, the source's) is taken back
+            // first: the kernel must not hold an fd the completion hands back.
+            park = if f.stop.is_some() || f.outstanding() {
                 FanPark::Stop
             } else {
                 FanPark::Finish
