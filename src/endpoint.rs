@@ -75,6 +75,16 @@ impl Endpoint {
         }
     }
 
+    /// A stand-in naming no fd (`-1`): the `destination` of a fan-out's completion, whose
+    /// destinations are in its branches.
+    pub(crate) fn detached() -> Endpoint {
+        Endpoint {
+            hold: Hold::Raw,
+            fd: -1,
+            known: None,
+        }
+    }
+
     /// Whether what was learnt about the fd may be kept with the endpoint: not for a raw
     /// fd, which may be closed and its number reused once its transfer has completed.
     pub(crate) fn may_remember(&self) -> bool {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{self, Backend};
 use crate::completion::Completion;
 use crate::config::Config;
+use crate::core::fan_step::FanPark;
 use crate::core::id::Id;
 use crate::core::machine::{Action, Route};
 use crate::core::plan::Mode;
@@ -17,6 +18,7 @@ use crate::core::step::Park;
 use crate::core::{Core, round};
 use crate::driver::{Driver, Event, RoundFds, Sleep};
 use crate::error::{Error, Rejected, Result};
+use crate::fan_out::{FanOut, RejectedFanOut};
 use crate::op::{Dir, OpKind, cqe_res};
 use crate::stats::Stats;
 use crate::transfer::{Transfer, TransferId};
@@ -122,6 +124,21 @@ impl Engine {
     /// configured maximum of transfers is in flight; nothing changes then.
     pub fn submit(&mut self, t: Transfer) -> Result<TransferId, Rejected> {
         self.core.submit(t)
+    }
+
+    /// Queues a fan-out: one source to 2 to 64 destinations (see [`FanOut`]). Like
+    /// [`submit`](Engine::submit), no syscall; its one [`Completion`] has a
+    /// [`Branch`](crate::Branch) per destination. It takes 1 + the number of destinations
+    /// of [`Builder::max_transfers`](crate::Builder::max_transfers)' slots, counts once in
+    /// [`in_flight`](Engine::in_flight), and can be cancelled with
+    /// [`cancel`](Engine::cancel). Its steps run on the engine's thread on both backends
+    /// (readiness, then non-blocking `splice(2)` and `tee(2)`).
+    ///
+    /// # Errors
+    /// Inside [`RejectedFanOut`], with the fan-out handed back: [`Error::InvalidInput`] for
+    /// fewer than 2 or more than 64 destinations, [`Error::Full`] when its slots do not fit.
+    pub fn submit_fan_out(&mut self, f: FanOut) -> Result<TransferId, RejectedFanOut> {
+        self.core.submit_fan(f)
     }
 
     /// Starts queued transfers and submits everything queued to the kernel in one
@@ -307,6 +324,20 @@ impl Engine {
     fn apply(&mut self, events: &mut Vec<Event>) {
         for e in events.drain(..) {
             match e {
+                Event::Ready { id, res, .. } if self.core.is_fan_part(id) => {
+                    self.core.fan_ready(id, Some(res));
+                }
+                Event::Round { id, ops } if self.core.is_fan_part(id) => {
+                    for &(_, res) in &ops {
+                        let res = match res {
+                            r if r == -libc::ECANCELED => None,
+                            r if r >= 0 => Some(Ok(r as u32)),
+                            r => Some(Err(-r)),
+                        };
+                        self.core.fan_ready(id, res);
+                    }
+                    self.driver.recycle(ops);
+                }
                 Event::Ready { id, dir, res } => {
                     if let Some(r) = self.core.slots.running(id) {
                         r.with_driver = false;
@@ -378,6 +409,11 @@ impl Engine {
             let Some(id) = self.core.ready.pop_front() else {
                 break;
             };
+            if let Some((park, m, arms)) = self.core.run_fan(id) {
+                moved += m;
+                self.park_fan(id, park, arms);
+                continue;
+            }
             let Some(r) = self.core.slots.running(id) else {
                 continue;
             };
@@ -406,6 +442,31 @@ impl Engine {
             Park::Offload => self.offload(id),
             Park::Yield => self.core.ready.push_back(id),
             Park::Finish => self.finish(id),
+        }
+    }
+
+    /// Acts on why a fan-out's run stopped: arms its waits, or stops or finishes it.
+    fn park_fan(&mut self, id: Id, park: FanPark, arms: Vec<crate::core::Wait>) {
+        for (part, fd, dir) in arms {
+            self.driver.arm(part, fd, dir, &mut self.core.stats);
+        }
+        match park {
+            FanPark::Wait => {}
+            FanPark::Yield => self.core.queue_fan(id),
+            FanPark::Stop => self.stop_fan(id),
+            FanPark::Finish => self.finish(id),
+        }
+    }
+
+    /// Takes back a stopped fan-out's waits; it finishes once the driver holds none.
+    fn stop_fan(&mut self, id: Id) {
+        for (part, fds) in self.core.fan_waits(id) {
+            if self.driver.cancel(part, fds, &mut self.core.stats) {
+                self.core.fan_wait_dropped(part);
+            }
+        }
+        if self.core.fan_waits(id).is_empty() {
+            self.finish(id);
         }
     }
 
@@ -514,6 +575,13 @@ impl Engine {
     /// Removes a finished transfer (nothing of it with the driver) and queues its
     /// completion.
     fn finish(&mut self, id: Id) {
+        if self.core.slots.fan(id).is_some() {
+            for (part, fds) in self.core.fan_parts(id) {
+                self.driver.forget(part, fds);
+            }
+            self.core.finish_fan(id);
+            return;
+        }
         let Some(slot) = self.core.slots.get(id) else {
             return;
         };
@@ -525,6 +593,15 @@ impl Engine {
     /// Cancels a transfer: at once if nothing of it is with the driver, else once the
     /// driver has given it back.
     fn cancel_id(&mut self, id: Id) {
+        if let Some(f) = self.core.slots.fan(id) {
+            f.cancel();
+            if f.started {
+                self.core.queue_fan(id); // its next run stops it
+            } else {
+                self.finish(id);
+            }
+            return;
+        }
         let Some(slot) = self.core.slots.get(id) else {
             return;
         };

@@ -19,6 +19,9 @@ pub enum Op {
     SpliceOut,
     /// `splice(2)` / `IORING_OP_SPLICE` straight from source to destination (one side a pipe).
     Splice,
+    /// `tee(2)`: a fan-out's trunk pipe duplicated into a destination's pipe (or into a
+    /// destination that is a pipe).
+    Tee,
     /// `sendfile(2)` from a regular file (fallback backend).
     Sendfile,
     /// `copy_file_range(2)` between regular files (fallback backend).
@@ -59,6 +62,7 @@ impl fmt::Display for Op {
             Op::SpliceIn => "splice (source to pipe)",
             Op::SpliceOut => "splice (pipe to destination)",
             Op::Splice => "splice",
+            Op::Tee => "tee",
             Op::Sendfile => "sendfile",
             Op::CopyFileRange => "copy_file_range",
             Op::Read => "read",
@@ -135,9 +139,26 @@ pub enum Error {
     /// The io_uring backend was asked for but this kernel or sandbox cannot provide it.
     #[error("io_uring backend unavailable: {0}")]
     Unsupported(String),
-    /// The pipe memory budget cannot hold even one pipe of the configured size.
+    /// The pipe memory budget cannot hold even one pipe of the configured size (or, for a
+    /// fan-out, the two it needs at least; or a pipe for a best-effort destination that had
+    /// to buffer at once).
     #[error("pipe memory budget exhausted: {0}")]
     PipeBudget(String),
+    /// A best-effort destination of a fan-out fell too far behind and was dropped.
+    #[error("destination dropped: {behind} bytes behind the source, past max_lag {max_lag}")]
+    Lagged {
+        /// Bytes taken from the source that it had not accepted when it was dropped.
+        behind: u64,
+        /// Its policy's `max_lag`.
+        max_lag: u64,
+    },
+    /// A required destination of a fan-out failed (its own error is in its
+    /// [`Branch`](crate::Branch)), which stopped the fan-out.
+    #[error("fan-out stopped: required destination {index} failed")]
+    DestinationFailed {
+        /// Its place among the fan-out's destinations, from 0.
+        index: usize,
+    },
 }
 
 impl Error {
@@ -174,6 +195,8 @@ impl From<Error> for io::Error {
             Error::InvalidInput(_) => io::ErrorKind::InvalidInput,
             Error::Unsupported(_) => io::ErrorKind::Unsupported,
             Error::PipeBudget(_) => io::ErrorKind::OutOfMemory,
+            Error::Lagged { .. } => io::ErrorKind::TimedOut,
+            Error::DestinationFailed { .. } => io::ErrorKind::BrokenPipe,
         };
         // The errno stays reachable: `get_ref()` downcasts to this `Error`, whose
         // `raw_os_error()` keeps it.

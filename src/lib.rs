@@ -80,6 +80,7 @@ mod driver;
 mod endpoint;
 mod engine;
 mod error;
+mod fan_out;
 mod op;
 mod stats;
 #[allow(unsafe_code)]
@@ -93,6 +94,7 @@ pub use config::BackendPreference;
 pub use endpoint::Endpoint;
 pub use engine::Engine;
 pub use error::{Error, Op, Rejected, Result};
+pub use fan_out::{Branch, FanOut, MAX_FAN_OUT, MIN_FAN_OUT, Policy, RejectedFanOut};
 pub use stats::Stats;
 pub use transfer::{Length, Strategy, Transfer, TransferId};
 

@@ -3,6 +3,8 @@
 //! ([`machine`]), carries out inline steps ([`step`]) and leases pipes ([`pipes`]).
 //! The engine (engine.rs) connects it to a driver (driver/).
 
+pub(crate) mod fan;
+pub(crate) mod fan_step;
 pub(crate) mod fds;
 pub(crate) mod id;
 pub(crate) mod machine;
@@ -13,14 +15,19 @@ pub(crate) mod slots;
 pub(crate) mod step;
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::completion::Completion;
 use crate::config::Config;
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Rejected, Result};
+use crate::fan_out::{FanOut, Policy, RejectedFanOut};
+use crate::op::{Dir, poll};
 use crate::stats::Stats;
 use crate::sys::{self, FdInfo, SigpipeGuard};
 use crate::transfer::{Transfer, TransferId};
 
+use fan_step::{FanCx, FanPark};
 use id::Id;
 use machine::Machine;
 use pipes::Pipes;
@@ -42,6 +49,9 @@ pub(crate) struct Core {
     /// with none there is no pipe to reclaim.
     pub(crate) chains: usize,
     guard: SigpipeGuard,
+    /// `/dev/null`, opened for the first fan-out: where a trunk's bytes that every leg has
+    /// received are discarded.
+    null: Option<OwnedFd>,
 }
 
 impl Core {
@@ -55,6 +65,7 @@ impl Core {
             known: fds::Known::default(),
             chains: 0,
             guard: SigpipeGuard::for_this_process(),
+            null: None,
         }
     }
 
@@ -76,6 +87,10 @@ impl Core {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
+        if matches!(slot.state, State::Fan(_)) {
+            self.start_fan(id);
+            return;
+        }
         let State::Queued(req) = slot.state else {
             return;
         };
@@ -121,7 +136,9 @@ impl Core {
         debug_assert!(slot.running().is_none_or(|r| !r.with_driver));
         let slot = self.slots.remove(id);
         let (delivered, staged, result, pipe) = match slot.state {
-            State::Queued(_) => (0, 0, Err(Error::Cancelled), None),
+            State::Queued(_) | State::Fan(_) | State::Leg { .. } => {
+                (0, 0, Err(Error::Cancelled), None)
+            }
             State::Running(mut r) => {
                 self.chains -= usize::from(r.plan.mode == Mode::Chain);
                 if r.known {
@@ -149,6 +166,7 @@ impl Core {
             result,
             source: slot.src,
             destination: slot.dst,
+            branches: Vec::new(),
         });
     }
 
@@ -173,6 +191,17 @@ impl Core {
     pub(crate) fn hand_out_pipes(&mut self) {
         while self.pipes.has_handoffs() {
             for (w, pipe) in self.pipes.take_handoffs() {
+                if let Some(f) = self.slots.fan(w) {
+                    f.waiting_pipe = false;
+                    if let Some(p) = pipe {
+                        match f.spare.replace(p) {
+                            Some(old) => self.pipes.pool.give(old, false),
+                            None => self.pipes.pool.counters.reused += 1,
+                        }
+                    }
+                    self.queue_fan(w);
+                    continue;
+                }
                 let Some(r) = self.slots.running(w) else {
                     // Finished meanwhile: the next waiter gets it.
                     match pipe {
@@ -206,6 +235,264 @@ impl Core {
         s.pipe_bytes = self.pipes.pool.live_bytes() as u64;
         s
     }
+}
+
+/// A readiness wait to arm: the waiting slot, the fd, the direction.
+pub(crate) type Wait = (Id, RawFd, Dir);
+
+/// Fan-outs (fan.rs decides, fan_step.rs runs): one source, 2 to 64 destinations.
+impl Core {
+    /// Queues a fan-out; no syscall.
+    pub(crate) fn submit_fan(&mut self, f: FanOut) -> Result<TransferId, RejectedFanOut> {
+        let id = self.slots.insert_fan(f)?;
+        self.stats.submitted += 1;
+        Ok(id.transfer_id())
+    }
+
+    /// Puts a fan-out on the ready queue, once.
+    pub(crate) fn queue_fan(&mut self, id: Id) {
+        if let Some(f) = self.slots.fan(id)
+            && !f.queued
+        {
+            f.queued = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Starts a fan-out: learns what its fds are and checks them; bad input stops it with
+    /// the error at once (it finishes at its first run).
+    fn start_fan(&mut self, id: Id) {
+        let budget_ok = self.pipes.pool.room_for(2);
+        let mut null_err = None;
+        if self.null.is_none() {
+            match sys::open_null() {
+                Ok(n) => self.null = Some(n),
+                Err(e) => null_err = Some(Error::io(Op::Pipe, -1, e)),
+            }
+        }
+        let Some(f) = self.slots.fan(id) else { return };
+        f.started = true;
+        let src = f.src;
+        let dsts: Vec<RawFd> = f.legs.iter().map(|l| l.dst).collect();
+        let r = learn_fan(src, &dsts).and_then(|kinds| {
+            let needs_pipes = kinds.iter().skip(1).any(|k| !k.direct);
+            if needs_pipes && !budget_ok {
+                return Err(Error::PipeBudget(
+                    "a fan-out needs two pipes at least (its trunk and one destination's) \
+                     within the budget"
+                        .into(),
+                ));
+            }
+            Ok(kinds)
+        });
+        let Some(f) = self.slots.fan(id) else { return };
+        match r {
+            Ok(kinds) => {
+                f.src_pollable = kinds[0].pollable;
+                for (l, k) in f.legs.iter_mut().zip(&kinds[1..]) {
+                    l.direct = k.direct && l.policy == Policy::Required;
+                    l.socket = k.socket;
+                    l.pollable = k.pollable;
+                }
+                if let Some(e) = null_err {
+                    f.src_error = Some(e);
+                    f.stop = Some(fan::Stop::Source);
+                }
+            }
+            Err(e) => {
+                f.src_error = Some(e);
+                f.stop = Some(fan::Stop::Source);
+            }
+        }
+        self.queue_fan(id);
+    }
+
+    /// The end of a readiness wait of a fan-out's source or leg: `None` if `part` is
+    /// neither (an ordinary transfer); else the fan-out, queued to run. `res`: `None` for a
+    /// wait the kernel gave back cancelled.
+    pub(crate) fn fan_ready(&mut self, part: Id, res: Option<Result<u32, i32>>) -> Option<()> {
+        let (hub, leg) = match self.slots.leg(part) {
+            Some((hub, i)) => (hub, Some(i)),
+            None => {
+                self.slots.fan(part)?;
+                (part, None)
+            }
+        };
+        let f = self.slots.fan(hub)?;
+        f.on_ready(leg, res.map(poll::outcome));
+        self.queue_fan(hub);
+        Some(())
+    }
+
+    /// Whether `id` is a fan-out or one of its legs.
+    pub(crate) fn is_fan_part(&mut self, id: Id) -> bool {
+        self.slots.leg(id).is_some() || self.slots.fan(id).is_some()
+    }
+
+    /// Runs a fan-out inline. Returns why it stopped, the bytes it took, and the waits to
+    /// arm: `(id, fd, dir)`.
+    pub(crate) fn run_fan(&mut self, id: Id) -> Option<(FanPark, u64, Vec<Wait>)> {
+        let null = self.null.as_ref().map_or(-1, |n| n.as_raw_fd());
+        let f = self.slots.fan(id)?;
+        f.queued = false;
+        let mut cx = FanCx {
+            id,
+            pipes: &mut self.pipes,
+            stats: &mut self.stats,
+            budget: self.cfg.fairness_bytes as u64,
+            guard: self.guard,
+            null,
+            moved: 0,
+        };
+        let park = fan_step::run(f, &mut cx);
+        let moved = cx.moved;
+        let mut arms = Vec::new();
+        if park == FanPark::Wait {
+            if f.want_read && !f.src_with_driver && f.src_pollable {
+                f.src_with_driver = true;
+                arms.push((id, f.src, Dir::Read));
+            }
+            for l in f.legs.iter_mut().filter(|l| l.live() && l.want_write) {
+                if !l.with_driver && l.pollable {
+                    l.with_driver = true;
+                    arms.push((l.id, l.dst, Dir::Write));
+                }
+            }
+        }
+        self.hand_out_pipes();
+        Some((park, moved, arms))
+    }
+
+    /// A stopped fan-out's waits still with the driver: `(id, fds)` of each.
+    pub(crate) fn fan_waits(&mut self, id: Id) -> Vec<(Id, (RawFd, RawFd))> {
+        let Some(f) = self.slots.fan(id) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        if f.src_with_driver {
+            v.push((id, (f.src, -1)));
+        }
+        v.extend(
+            f.legs
+                .iter()
+                .filter(|l| l.with_driver)
+                .map(|l| (l.id, (-1, l.dst))),
+        );
+        v
+    }
+
+    /// Notes that the driver has let go of a fan-out's wait `part` (it was dropped).
+    pub(crate) fn fan_wait_dropped(&mut self, part: Id) {
+        self.fan_ready(part, None);
+    }
+
+    /// Every slot of a fan-out (its own, then its legs') with its fds.
+    pub(crate) fn fan_parts(&mut self, id: Id) -> Vec<(Id, (RawFd, RawFd))> {
+        let Some(f) = self.slots.fan(id) else {
+            return Vec::new();
+        };
+        let mut v = vec![(id, (f.src, -1))];
+        v.extend(f.legs.iter().map(|l| (l.id, (-1, l.dst))));
+        v
+    }
+
+    /// Removes a finished fan-out (nothing of it with the driver) and its legs, gives back
+    /// its pipes (closing those holding bytes) and queues its completion.
+    pub(crate) fn finish_fan(&mut self, id: Id) {
+        let Some(f) = self.slots.fan(id) else { return };
+        debug_assert!(!f.outstanding());
+        let leg_ids: Vec<Id> = f.legs.iter().map(|l| l.id).collect();
+        let slot = self.slots.remove(id);
+        let State::Fan(mut f) = slot.state else {
+            return;
+        };
+        let dsts: Vec<Endpoint> = leg_ids.iter().map(|&l| self.slots.remove(l).dst).collect();
+        if let Some(p) = f.trunk.take() {
+            self.pipes.give(p, f.head != f.taken);
+        }
+        for l in &mut f.legs {
+            for s in l.backlog.drain(..) {
+                self.pipes.give(s.pipe, s.bytes > 0);
+            }
+        }
+        fan_step::release_idle(&mut f, &mut self.pipes);
+        self.hand_out_pipes();
+        let mut result = f.outcome();
+        let undelivered = if result.is_ok() { 0 } else { f.undelivered() };
+        let mut branches = f.branches(dsts);
+        if result.is_ok() && f.shutdown {
+            result = shutdown_legs(&mut branches);
+        }
+        self.stats.bytes += f.taken;
+        self.slots.done.push_back(Completion {
+            id: id.transfer_id(),
+            tag: slot.tag,
+            delivered: f.taken,
+            undelivered,
+            result,
+            source: slot.src,
+            destination: Endpoint::detached(),
+            branches,
+        });
+    }
+}
+
+/// Shuts down the write side of every socket destination that got every byte; the first
+/// failure is the fan-out's result.
+fn shutdown_legs(branches: &mut [crate::fan_out::Branch]) -> Result<()> {
+    let mut out = Ok(());
+    for b in branches.iter_mut().filter(|b| b.result.is_ok()) {
+        let fd = b.destination.as_raw_fd();
+        if sys::fd_kind(fd).is_ok_and(|(k, _)| k == sys::FdKind::Socket)
+            && let Err(e) = sys::shutdown_write(fd)
+            && out.is_ok()
+        {
+            out = Err(Error::io(Op::Shutdown, fd, e));
+        }
+    }
+    out
+}
+
+/// What a fan-out needs to know of one of its fds.
+#[derive(Debug, Clone, Copy)]
+struct FanFd {
+    pollable: bool,
+    socket: bool,
+    /// A pipe: teed into directly (a destination).
+    direct: bool,
+}
+
+/// Learns a fan-out's fds (source first), checks them and makes sockets and pipes
+/// non-blocking. Byte streams only: a record socket would have its records cut.
+fn learn_fan(src: RawFd, dsts: &[RawFd]) -> Result<Vec<FanFd>> {
+    let mut out = Vec::with_capacity(dsts.len() + 1);
+    for (i, &fd) in std::iter::once(&src).chain(dsts).enumerate() {
+        let what = if i == 0 { "source" } else { "destination" };
+        let mut info = fds::probe(fd)?;
+        let kind = info.kind;
+        let ok = matches!(
+            kind,
+            sys::FdKind::Socket | sys::FdKind::Pipe | sys::FdKind::File
+        );
+        if !ok || info.records {
+            return Err(Error::InvalidInput(format!(
+                "fan-out {what} fd {fd}: only byte streams (TCP, Unix stream sockets, pipes, \
+                 regular files) can be fanned out"
+            )));
+        }
+        if i > 0 && (fd == src || dsts[..i - 1].contains(&fd)) {
+            return Err(Error::InvalidInput(format!(
+                "fan-out destination fd {fd} appears twice (or is the source)"
+            )));
+        }
+        fds::make_nonblocking(fd, &mut info)?;
+        out.push(FanFd {
+            pollable: kind != sys::FdKind::File,
+            socket: kind == sys::FdKind::Socket,
+            direct: kind == sys::FdKind::Pipe,
+        });
+    }
+    Ok(out)
 }
 
 /// Learns what the fds are (unless already known), checks them, makes sockets and pipes

@@ -113,6 +113,11 @@ impl PipePool {
         }
     }
 
+    /// Whether the budget has room for `n` pipes (idle or new) when none is leased.
+    pub(crate) fn room_for(&self, n: usize) -> bool {
+        n.saturating_mul(self.granted) <= self.budget
+    }
+
     /// Capacity of every pipe alive.
     pub(crate) fn live_bytes(&self) -> usize {
         self.live

@@ -15,9 +15,11 @@ use slab::Slab;
 use crate::completion::Completion;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Rejected};
+use crate::fan_out::{FanOut, MAX_FAN_OUT, MIN_FAN_OUT, RejectedFanOut};
 use crate::op::copy::CopyBuf;
 use crate::transfer::{Length, Transfer, TransferId};
 
+use super::fan::{Fan, Leg};
 use super::id::{GENERATION_BITS, Id, MAX_TRANSFERS};
 use super::machine::Machine;
 use super::pipes::{Lease, Pipe, Pipes};
@@ -86,6 +88,10 @@ pub(crate) enum State {
     Queued(Request),
     /// Started.
     Running(Running),
+    /// A fan-out (queued until `Fan::started`); its destinations are its legs' slots.
+    Fan(Box<Fan>),
+    /// One destination of the fan-out `hub`: the identity of its readiness waits.
+    Leg { hub: Id, index: usize },
 }
 
 /// Deadlines of one transfer.
@@ -114,14 +120,15 @@ impl Slot {
     pub(crate) fn running(&mut self) -> Option<&mut Running> {
         match &mut self.state {
             State::Running(r) => Some(r),
-            State::Queued(_) => None,
+            _ => None,
         }
     }
 
     fn delivered(&self) -> u64 {
         match &self.state {
             State::Running(r) => r.m.delivered(),
-            State::Queued(_) => 0,
+            State::Fan(f) => f.taken,
+            State::Queued(_) | State::Leg { .. } => 0,
         }
     }
 }
@@ -134,6 +141,8 @@ pub(crate) struct Slots {
     max: usize,
     /// Submitted, not yet started.
     pub(crate) queued: Vec<Id>,
+    /// Slots that are fan-out legs, not transfers of their own.
+    legs: usize,
     /// Deadlines and idle checks, earliest first; entries of finished slots are skipped.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     pub(crate) done: VecDeque<Completion>,
@@ -146,6 +155,7 @@ impl Slots {
             next_generation: 0,
             max,
             queued: Vec::new(),
+            legs: 0,
             timers: BinaryHeap::new(),
             done: VecDeque::new(),
         }
@@ -161,8 +171,7 @@ impl Slots {
             });
         }
         let now = Instant::now();
-        self.next_generation = (self.next_generation + 1) & ((1 << GENERATION_BITS) - 1);
-        let generation = self.next_generation;
+        let generation = self.next_id();
         let request = Request {
             length: match t.len {
                 Length::Exact(n) => Some(n),
@@ -216,15 +225,96 @@ impl Slots {
             .filter(|s| s.generation == id.generation())?;
         match &slot.state {
             State::Running(r) => Some(r),
-            State::Queued(_) => None,
+            _ => None,
         }
     }
 
-    /// The id behind a caller's [`TransferId`], if that transfer is in flight.
+    /// The id behind a caller's [`TransferId`], if that transfer is in flight (a fan-out's
+    /// legs are not transfers of their own).
     pub(crate) fn find(&self, t: TransferId) -> Option<Id> {
         let id = Id::from_transfer_id(t);
         let slot = self.slab.get(id.index())?;
-        (slot.generation == id.generation()).then_some(id)
+        let leg = matches!(slot.state, State::Leg { .. });
+        (slot.generation == id.generation() && !leg).then_some(id)
+    }
+
+    /// The fan-out of an id, if it is one.
+    pub(crate) fn fan(&mut self, id: Id) -> Option<&mut Fan> {
+        match &mut self.get(id)?.state {
+            State::Fan(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The fan-out a leg's slot belongs to, and the leg's place in it.
+    pub(crate) fn leg(&self, id: Id) -> Option<(Id, usize)> {
+        let slot = self.slab.get(id.index())?;
+        match slot.state {
+            State::Leg { hub, index } if slot.generation == id.generation() => Some((hub, index)),
+            _ => None,
+        }
+    }
+
+    fn next_id(&mut self) -> u32 {
+        self.next_generation = (self.next_generation + 1) & ((1 << GENERATION_BITS) - 1);
+        self.next_generation
+    }
+
+    /// Queues a fan-out: its slot, and one per destination; no syscall.
+    pub(crate) fn insert_fan(&mut self, f: FanOut) -> Result<Id, RejectedFanOut> {
+        let n = f.dsts.len();
+        let error = if !(MIN_FAN_OUT..=MAX_FAN_OUT).contains(&n) {
+            Some(Error::InvalidInput(format!(
+                "a fan-out takes {MIN_FAN_OUT} to {MAX_FAN_OUT} destinations, not {n}"
+            )))
+        } else if self.slab.len() + 1 + n > self.max {
+            Some(Error::Full { max: self.max })
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            let fan_out = Box::new(f);
+            return Err(RejectedFanOut { error, fan_out });
+        }
+        let length = match f.len {
+            Length::Exact(n) => Some(n),
+            Length::UntilEof => None,
+        };
+        let fan = Fan::new(f.src.as_raw_fd(), length, f.shutdown_destinations);
+        let now = Instant::now();
+        let slot = |generation, src, dst, state| Slot {
+            generation,
+            tag: f.tag,
+            src,
+            dst,
+            timing: Timing {
+                deadline: None,
+                idle: None,
+                last_progress: now,
+                progress_mark: 0,
+            },
+            state,
+        };
+        let generation = self.next_id();
+        let state = State::Fan(Box::new(fan));
+        let index = self
+            .slab
+            .insert(slot(generation, f.src, Endpoint::detached(), state));
+        let hub = Id::new(index, generation);
+        let mut legs = Vec::with_capacity(n);
+        for (i, (dst, policy)) in f.dsts.into_iter().enumerate() {
+            let g = self.next_id();
+            let fd = dst.as_raw_fd();
+            let state = State::Leg { hub, index: i };
+            let key = self.slab.insert(slot(g, Endpoint::detached(), dst, state));
+            legs.push(Leg::new(Id::new(key, g), fd, policy));
+        }
+        self.legs += n;
+        if let Some(fan) = self.fan(hub) {
+            fan.legs = legs;
+        }
+        self.queued.push(hub);
+        Ok(hub)
     }
 
     /// Bytes a transfer in flight has delivered so far.
@@ -234,12 +324,14 @@ impl Slots {
 
     /// Removes a slot.
     pub(crate) fn remove(&mut self, id: Id) -> Slot {
-        self.slab.remove(id.index())
+        let slot = self.slab.remove(id.index());
+        self.legs -= usize::from(matches!(slot.state, State::Leg { .. }));
+        slot
     }
 
-    /// Transfers in the slab.
+    /// Transfers in the slab (a fan-out counts once).
     pub(crate) fn len(&self) -> usize {
-        self.slab.len()
+        self.slab.len() - self.legs
     }
 
     pub(crate) fn is_empty(&self) -> bool {

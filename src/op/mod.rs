@@ -12,6 +12,7 @@
 //! | [`copy_range`]: file → file | — | `copy_file_range(2)` |
 //! | [`copy`]: through an engine buffer | — | `read(2)` / `write(2)` |
 //! | [`record`]: one whole datagram or seqpacket record | — | `recv(2)` |
+//! | [`tee`]: pipe → pipe, duplicated, not consumed | `IORING_OP_TEE` (5.8+) | `tee(2)` |
 //! | [`poll`]: readiness | `IORING_OP_POLL_ADD` | epoll interest |
 
 pub(crate) mod copy;
@@ -22,6 +23,7 @@ pub(crate) mod fill;
 pub(crate) mod poll;
 pub(crate) mod record;
 pub(crate) mod sendfile;
+pub(crate) mod tee;
 
 /// A syscall or CQE result: bytes moved, or a positive errno.
 pub(crate) type OpResult = Result<usize, i32>;

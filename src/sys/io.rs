@@ -46,6 +46,17 @@ pub(crate) fn splice(
     })
 }
 
+/// `tee(2)` with `SPLICE_F_NONBLOCK`: duplicates up to `len` bytes from the start of pipe
+/// `fd_in` into pipe `fd_out` without consuming them (page references, no copy).
+/// Linux 2.6.17+.
+///
+/// # References
+/// tee(2); `link_pipe` in the kernel's fs/splice.c.
+pub(crate) fn tee(fd_in: RawFd, fd_out: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: tee takes two fds and integers only.
+    cvt(unsafe { libc::tee(fd_in, fd_out, len, libc::SPLICE_F_NONBLOCK) }).map(|n| n as usize)
+}
+
 /// `sendfile(2)` from a regular file.
 pub(crate) fn sendfile(
     out_fd: RawFd,

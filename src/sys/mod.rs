@@ -26,8 +26,10 @@ pub(crate) use fd::{
     shutdown_write, socket_keeps_records, status_flags,
 };
 pub(crate) use io::{
-    SPLICE_FLAGS, copy_file_range, peek_record_len, read, recv_record, sendfile, splice, write,
+    SPLICE_FLAGS, copy_file_range, peek_record_len, read, recv_record, sendfile, splice, tee, write,
 };
-pub(crate) use pipe::{bytes_readable, granted_pipe_size, pipe, pipe_size, set_pipe_size};
+pub(crate) use pipe::{
+    bytes_readable, granted_pipe_size, open_null, pipe, pipe_size, set_pipe_size,
+};
 pub(crate) use signal::SigpipeGuard;
 pub(crate) use timer::{timerfd, timerfd_set};

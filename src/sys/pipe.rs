@@ -1,4 +1,4 @@
-//! Pipes: `pipe2`, their size (`F_SETPIPE_SZ`/`F_GETPIPE_SZ`) and contents (`FIONREAD`).
+//! Pipes: `pipe2`, `/dev/null` (where a pipe's bytes are discarded), their size (`F_SETPIPE_SZ`/`F_GETPIPE_SZ`) and contents (`FIONREAD`).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -12,6 +12,16 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
     // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `/dev/null` opened write-only: a pipe spliced into it gives up exactly the bytes asked
+/// for, with no copy (`splice_write_null` in the kernel's drivers/char/mem.c).
+pub(crate) fn open_null() -> io::Result<OwnedFd> {
+    let path = c"/dev/null";
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open succeeded, so `fd` is open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `F_SETPIPE_SZ`; returns the size the kernel chose.
