@@ -76,6 +76,9 @@ mod probe;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
+/// Tokio integration (feature `tokio`): [`tokio::Splicer`] runs engines on their own threads.
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod transfer;
 
 pub use builder::{BackendPreference, Builder};
