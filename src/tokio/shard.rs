@@ -110,10 +110,14 @@ impl Shared {
         true
     }
 
-    /// Takes every queued command; `true` once the shard is closed. The eventfd is cleared
-    /// first, so a push after this take, which finds `woken` false, writes it again.
-    fn take(&self, into: &mut Vec<Cmd>) -> bool {
-        sys::clear(&self.wake);
+    /// Takes every queued command; `true` once the shard is closed. `clear`: the eventfd
+    /// was seen readable, and is reset first, so a push after this take, which finds
+    /// `woken` false, writes it again. (Left alone when it was not seen readable: a push
+    /// that wrote it since then only costs one more turn of the loop.)
+    fn take(&self, into: &mut Vec<Cmd>, clear: bool) -> bool {
+        if clear {
+            sys::clear(&self.wake);
+        }
         let mut q = self.lock();
         q.woken = false;
         into.append(&mut q.cmds);
@@ -326,8 +330,9 @@ impl Driver {
 
     fn run(mut self) {
         let mut cmds = Vec::new();
+        let mut woken = true;
         loop {
-            let closed = self.shared.take(&mut cmds);
+            let closed = self.shared.take(&mut cmds, woken);
             for cmd in cmds.drain(..) {
                 self.command(cmd);
             }
@@ -340,16 +345,19 @@ impl Driver {
             }
             // Sleep until the engine has progress to make or a command arrives. `poll` left
             // the engine's fd readable if it stopped with work left (its pass bound) or
-            // completions queued, so nothing is lost by sleeping on it; `take` cleared the
-            // eventfd before reading the queue, so a command pushed since has written it.
+            // completions queued, so nothing is lost by sleeping on it; `take` set `woken`
+            // false under the lock, so a command pushed since has written the eventfd.
             let fds: [BorrowedFd<'_>; 2] = [self.engine.as_fd(), self.shared.wake.as_fd()];
-            if let Err(e) = sys::poll_readable(fds) {
-                self.fail(Error::Io {
-                    op: crate::Op::Poll,
-                    fd: -1,
-                    source: e,
-                });
-                break;
+            match sys::poll_readable(fds) {
+                Ok([_, wake]) => woken = wake,
+                Err(e) => {
+                    self.fail(Error::Io {
+                        op: crate::Op::Poll,
+                        fd: -1,
+                        source: e,
+                    });
+                    break;
+                }
             }
         }
         self.shutdown();
@@ -456,7 +464,7 @@ impl Driver {
         // Commands pushed before the queue closed and not yet taken (the engine failed):
         // no new transfer starts now, but cancels and stats are still answered.
         let mut cmds = Vec::new();
-        self.shared.take(&mut cmds);
+        self.shared.take(&mut cmds, true);
         for cmd in cmds {
             match cmd {
                 Cmd::Submit { reply, .. } => self.answer(reply, Err(shut_down())),
