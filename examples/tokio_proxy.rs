@@ -1,5 +1,5 @@
 //! `examples/proxy`'s job on tokio: accept with tokio, relay each connection with
-//! [`Splicer::copy_bidirectional`] (both directions as transfers on one shard's engine,
+//! [`Splicer::copy_bidirectional_owned`] (both directions as transfers on one shard's engine,
 //! half-close passed on).
 //!
 //! ```text
@@ -79,9 +79,9 @@ struct Counts {
 }
 
 /// One connection: the upstream connect, then both directions until each has ended.
-async fn serve(splicer: Splicer, mut client: TcpStream, args: Arc<Args>, counts: Arc<Counts>) {
+async fn serve(splicer: Splicer, client: TcpStream, args: Arc<Args>, counts: Arc<Counts>) {
     let r = match TcpStream::connect(args.upstream).await {
-        Ok(mut up) => splicer.copy_bidirectional(&mut client, &mut up).await,
+        Ok(up) => splicer.copy_bidirectional_owned(client, up).await,
         Err(e) => Err(e),
     };
     match r {

@@ -298,10 +298,15 @@ fn copy_bidirectional_500_tcp(pref: BackendPreference) {
             let down = rng.some_bytes(128 << 10);
             let (client_waits, server_waits) = order_of(i);
             let s = splicer.clone();
+            // Half borrow the sockets (the drop-in form), half give them away.
             let proxy = tokio::spawn(async move {
-                let r = s.copy_bidirectional(&mut a, &mut b).await;
-                drop((a, b));
-                r
+                if i % 2 == 0 {
+                    let r = s.copy_bidirectional(&mut a, &mut b).await;
+                    drop((a, b));
+                    r
+                } else {
+                    s.copy_bidirectional_owned(a, b).await
+                }
             });
             let c = tokio::spawn(peer(client, up.clone(), client_waits, rng.next()));
             let sv = tokio::spawn(peer(server, down.clone(), server_waits, rng.next()));
@@ -349,7 +354,13 @@ fn copy_bidirectional_unix(pref: BackendPreference) {
             let down = rng.some_bytes(256 << 10);
             let (cw, sw) = order_of(i);
             let s = splicer.clone();
-            let proxy = tokio::spawn(async move { s.copy_bidirectional(&mut a, &mut b).await });
+            let proxy = tokio::spawn(async move {
+                if i % 2 == 0 {
+                    s.copy_bidirectional(&mut a, &mut b).await
+                } else {
+                    s.copy_bidirectional_owned(a, b).await
+                }
+            });
             let c = tokio::spawn(peer(client, up.clone(), cw, rng.next()));
             let sv = tokio::spawn(peer(server, down.clone(), sw, rng.next()));
             tasks.push((up, down, proxy, c, sv));
