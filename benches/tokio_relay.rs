@@ -7,6 +7,7 @@
 //!
 //! Relays (`--relays`, comma-separated, default all):
 //! - `splicer`: `examples/tokio_proxy` (ringsplice's `Splicer`, one shard per core);
+//!   `splicer:N` the same with `--shards N`;
 //! - `tokio-copy`: this binary re-run as a tokio proxy with `tokio::io::copy_bidirectional`;
 //! - `tokio-splice2`: the same with `tokio_splice2::copy_bidirectional` (splice(2) from
 //!   tokio tasks, a pipe per direction);
@@ -28,6 +29,10 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+
+#[path = "../examples/support/listen.rs"]
+mod listen;
+use listen::listen_wide;
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -53,7 +58,11 @@ fn parse_args() -> BoxResult<Args> {
             "--rounds" => rounds = value()?.parse()?,
             "--relays" => {
                 relays = value()?.split(',').map(str::to_string).collect();
-                if let Some(bad) = relays.iter().find(|r| !RELAYS.contains(&r.as_str())) {
+                let known = |r: &str| match r.split_once(':') {
+                    Some(("splicer", n)) => n.parse::<usize>().is_ok_and(|n| n > 0),
+                    _ => RELAYS.contains(&r),
+                };
+                if let Some(bad) = relays.iter().find(|r| !known(r)) {
                     return Err(format!("unknown relay {bad:?}: one of {RELAYS:?}").into());
                 }
             }
@@ -290,6 +299,11 @@ fn start_relay(name: &str, upstream: SocketAddr, examples: &std::path::Path) -> 
     let up = upstream.to_string();
     let mut cmd = match name {
         "splicer" => Command::new(examples.join("tokio_proxy")),
+        _ if name.starts_with("splicer:") => {
+            let mut c = Command::new(examples.join("tokio_proxy"));
+            c.args(["--shards", &name["splicer:".len()..]]);
+            c
+        }
         "proxy" => {
             let mut c = Command::new(examples.join("proxy"));
             c.args(["--max-conns", "20000"]);
@@ -321,6 +335,16 @@ fn start_relay(name: &str, upstream: SocketAddr, examples: &std::path::Path) -> 
         }
     };
     Ok(Relay { child, addr, out })
+}
+
+impl Drop for Relay {
+    /// A relay left running by an error is killed, not orphaned.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// SIGTERM, then the relay's `stats:` line.
@@ -374,7 +398,9 @@ fn main() -> BoxResult<()> {
             vec![(Vec::new(), Vec::new(), String::new()); args.relays.len()];
         for _round in 0..args.rounds {
             for (i, name) in args.relays.iter().enumerate() {
-                let l = TcpListener::bind("127.0.0.1:0")?;
+                // The sink's backlog must hold a burst of a thousand connects from the relay:
+                // std's 128 would drop SYNs, and their retransmits would stall the load.
+                let l = listen_wide("127.0.0.1:0".parse()?)?;
                 let relay = start_relay(name, l.local_addr()?, &examples)?;
                 let pid = relay.child.id();
                 let cpu0 = process_cpu_secs(pid)?;
