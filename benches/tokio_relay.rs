@@ -7,7 +7,7 @@
 //!
 //! Relays (`--relays`, comma-separated, default all):
 //! - `splicer`: `examples/tokio_proxy` (ringsplice's `Splicer`, one shard per core);
-//!   `splicer:N` the same with `--shards N`;
+//!   `splicer:N` the same with `--shards N`, `splicer:N:W` also with `--workers W`;
 //! - `tokio-copy`: this binary re-run as a tokio proxy with `tokio::io::copy_bidirectional`;
 //! - `tokio-splice2`: the same with `tokio_splice2::copy_bidirectional` (splice(2) from
 //!   tokio tasks, a pipe per direction);
@@ -59,7 +59,9 @@ fn parse_args() -> BoxResult<Args> {
             "--relays" => {
                 relays = value()?.split(',').map(str::to_string).collect();
                 let known = |r: &str| match r.split_once(':') {
-                    Some(("splicer", n)) => n.parse::<usize>().is_ok_and(|n| n > 0),
+                    Some(("splicer", n)) => n
+                        .split(':')
+                        .all(|n| n.parse::<usize>().is_ok_and(|n| n > 0)),
                     _ => RELAYS.contains(&r),
                 };
                 if let Some(bad) = relays.iter().find(|r| !known(r)) {
@@ -301,7 +303,11 @@ fn start_relay(name: &str, upstream: SocketAddr, examples: &std::path::Path) -> 
         "splicer" => Command::new(examples.join("tokio_proxy")),
         _ if name.starts_with("splicer:") => {
             let mut c = Command::new(examples.join("tokio_proxy"));
-            c.args(["--shards", &name["splicer:".len()..]]);
+            let mut n = name["splicer:".len()..].split(':');
+            c.args(["--shards", n.next().unwrap_or("1")]);
+            if let Some(w) = n.next() {
+                c.args(["--workers", w]);
+            }
             c
         }
         "proxy" => {
