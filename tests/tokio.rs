@@ -262,6 +262,7 @@ macro_rules! both_backends {
 both_backends!(
     copy_bidirectional_500_tcp,
     copy_bidirectional_unix,
+    failed_direction_cancels_other,
     dropped_future_cancels,
     timeout_is_a_deadline,
     runtime_shutdown_in_flight,
@@ -374,6 +375,39 @@ fn copy_bidirectional_unix(pref: BackendPreference) {
             );
         }
     });
+}
+
+/// One direction fails (its destination refuses writes) while the other is stalled: the
+/// stalled one is cancelled, the error returned, and both sockets are let go.
+fn failed_direction_cancels_other(pref: BackendPreference) {
+    scenario(
+        "failed_direction_cancels_other",
+        pref,
+        |splicer| async move {
+            for owned in [false, true] {
+                let (mut x, mut a) = UnixStream::pair().unwrap();
+                let (b, y) = std::os::unix::net::UnixStream::pair().unwrap();
+                // y never sends, and refuses what b sends: writes to b fail with EPIPE.
+                y.shutdown(std::net::Shutdown::Read).unwrap();
+                b.set_nonblocking(true).unwrap();
+                let mut b = UnixStream::from_std(b).unwrap();
+                let writer = tokio::spawn(async move {
+                    let _ = x.write_all(&[9; 100_000]).await;
+                    x
+                });
+                let r = if owned {
+                    splicer.copy_bidirectional_owned(a, b).await
+                } else {
+                    splicer.copy_bidirectional(&mut a, &mut b).await
+                };
+                let e = r.expect_err("a direction into a refusing peer must fail");
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+                drop(writer.await.unwrap());
+                drop(y);
+                assert_eq!(splicer.in_flight(), 0);
+            }
+        },
+    );
 }
 
 /// The free function, on the process-wide default splicer (Auto backend). No leak census:

@@ -85,7 +85,7 @@ use std::sync::{Arc, OnceLock};
 #[cfg(doc)]
 use crate::Engine;
 use crate::{Backend, Builder, Completion, Endpoint, Length, Stats, Transfer};
-use shard::{Pending, Shard};
+use shard::Shard;
 
 mod sealed {
     use std::io;
@@ -326,7 +326,9 @@ impl Splicer {
     /// ([`io::ErrorKind::NotConnected`]; a transfer not yet started is dropped, which closes
     /// its fds), or the shard's engine itself failed (`io_uring_enter`/`epoll_wait`).
     pub async fn transfer(&self, transfer: Transfer) -> io::Result<Completion> {
-        self.inner.pick().start(transfer)?.await
+        let mut done = self.inner.pick().start(vec![transfer], false)?.await?;
+        // `None` only for a transfer cancelled before it reached the engine: at shutdown.
+        done.pop().flatten().ok_or_else(shard::shut_down)
     }
 
     /// Copies in both directions between `a` and `b` until each direction reaches end of
@@ -390,10 +392,23 @@ impl Splicer {
         };
         let (ab, ba) = (direction(&a, &b), direction(&b, &a));
         drop((a, b));
-        let shard = self.inner.pick();
-        let ab = shard.start(ab)?;
-        let ba = shard.start(ba)?;
-        both(ab, ba).await
+        let done = self.inner.pick().start(vec![ab, ba], true)?.await?;
+        let mut it = done.into_iter().map(|c| match c {
+            Some(c) => (c.delivered, c.result),
+            None => (0, Err(crate::Error::Cancelled)), // never reached the engine
+        });
+        let ((da, ra), (db, rb)) = (
+            it.next().unwrap_or((0, Err(crate::Error::Cancelled))),
+            it.next().unwrap_or((0, Err(crate::Error::Cancelled))),
+        );
+        // The shard cancels one direction when the other fails: the failure is the cause,
+        // the other's `Cancelled` is not.
+        match (ra, rb) {
+            (Ok(()), Ok(())) => Ok((da, db)),
+            (Err(crate::Error::Cancelled), Err(e)) | (Err(e), _) | (Ok(()), Err(e)) => {
+                Err(e.into())
+            }
+        }
     }
 
     /// Sends `len` bytes of `file` from `offset` (read like `pread`: the file's position is
@@ -402,7 +417,10 @@ impl Splicer {
     ///
     /// Both are borrowed (duplicated with `dup` for the transfer, like
     /// [`copy_bidirectional`](Splicer::copy_bidirectional)), so one file can be sent to
-    /// many sockets at once. `sock` is not shut down afterwards.
+    /// many sockets at once. `sock` is not shut down afterwards. As with the borrowed
+    /// `copy_bidirectional`, `sock` stays registered with tokio's reactor, which wakes a
+    /// worker as its send buffer drains; [`transfer`](Splicer::transfer) with a socket taken
+    /// out of tokio (`into_std`) avoids that.
     ///
     /// # Errors
     /// The transfer's error ([`crate::Error`] converted; for the bytes delivered before an
@@ -425,56 +443,6 @@ impl Splicer {
         let c = self.transfer(t).await?;
         c.result?;
         Ok(c.delivered)
-    }
-}
-
-/// Awaits two directions of one connection: both to their end, or the first failure, after
-/// which the other is cancelled and awaited too (so neither socket is in use on return).
-async fn both(mut ab: Pending<'_>, mut ba: Pending<'_>) -> io::Result<(u64, u64)> {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
-
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none()
-            && let Poll::Ready(r) = Pin::new(&mut ab).poll(cx)
-        {
-            ra = Some(r);
-        }
-        if rb.is_none()
-            && let Poll::Ready(r) = Pin::new(&mut ba).poll(cx)
-        {
-            rb = Some(r);
-        }
-        let failed = |r: &Option<io::Result<Completion>>| {
-            matches!(r, Some(Err(_))) || matches!(r, Some(Ok(c)) if !c.is_ok())
-        };
-        if (ra.is_some() && rb.is_some()) || failed(&ra) || failed(&rb) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    if ra.is_none() {
-        ab.cancel();
-        ra = Some(ab.await);
-    }
-    if rb.is_none() {
-        ba.cancel();
-        rb = Some(ba.await);
-    }
-    let (Some(ra), Some(rb)) = (ra, rb) else {
-        unreachable!("both directions were awaited")
-    };
-    let (ca, cb) = (ra?, rb?);
-    let delivered = (ca.delivered, cb.delivered);
-    // The direction that failed first is the error: one cancelled because the other
-    // failed reports `Cancelled`, which is not the cause.
-    match (ca.result, cb.result) {
-        (Ok(()), Ok(())) => Ok(delivered),
-        (Err(crate::Error::Cancelled), Err(e)) | (Err(e), _) | (Ok(()), Err(e)) => Err(e.into()),
     }
 }
 

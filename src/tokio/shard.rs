@@ -45,17 +45,22 @@ use tokio::sync::oneshot;
 use super::sys;
 use crate::{Backend, Builder, Completion, Engine, Error, Stats, Transfer, TransferId};
 
-/// What a transfer's future receives: its completion, or why there will be none.
-type Reply = io::Result<Completion>;
+/// What a group's future receives: each member's completion, in submission order (`None`
+/// for a member cancelled before it reached the engine), or why there will be none.
+pub(super) type Reply = io::Result<Vec<Option<Completion>>>;
 
 /// How long a shard that is shutting down waits for the completions of the transfers it
 /// cancelled before it drops its engine (which then waits for the kernel on its own).
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 pub(super) enum Cmd {
+    /// A group of transfers answered together once all have completed: one transfer, or
+    /// the two directions of a connection (`cancel_on_failure`: the first to fail cancels
+    /// the other, without a round trip through the future).
     Submit {
         ticket: u64,
-        transfer: Transfer,
+        transfers: Vec<Transfer>,
+        cancel_on_failure: bool,
         reply: oneshot::Sender<Reply>,
     },
     Cancel {
@@ -133,7 +138,7 @@ impl Shared {
     }
 }
 
-fn shut_down() -> io::Error {
+pub(super) fn shut_down() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
         "ringsplice::tokio::Splicer has been shut down",
@@ -198,19 +203,25 @@ impl Shard {
         })
     }
 
-    /// Hands `transfer` to the shard now; the returned future awaits its completion and,
-    /// dropped before that, cancels it.
-    pub(super) fn start(&self, transfer: Transfer) -> io::Result<Pending<'_>> {
+    /// Hands `transfers` to the shard now, as one group; the returned future awaits all
+    /// their completions and, dropped before that, cancels them.
+    pub(super) fn start(
+        &self,
+        transfers: Vec<Transfer>,
+        cancel_on_failure: bool,
+    ) -> io::Result<Pending<'_>> {
         let (reply, rx) = oneshot::channel();
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let n = transfers.len();
+        self.shared.in_flight.fetch_add(n, Ordering::Relaxed);
         let cmd = Cmd::Submit {
             ticket,
-            transfer,
+            transfers,
+            cancel_on_failure,
             reply,
         };
         if !self.shared.push(cmd) {
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.shared.in_flight.fetch_sub(n, Ordering::Relaxed);
             return Err(shut_down());
         }
         Ok(Pending {
@@ -252,22 +263,13 @@ impl Shard {
     }
 }
 
-/// One transfer in a shard: resolves to its completion; dropped unanswered, cancels it.
+/// One group of transfers in a shard: resolves to their completions; dropped unanswered,
+/// cancels them.
 pub(super) struct Pending<'a> {
     shared: &'a Shared,
     ticket: u64,
     rx: oneshot::Receiver<Reply>,
     answered: bool,
-}
-
-impl Pending<'_> {
-    /// Asks the shard to cancel the transfer; its completion still arrives through this
-    /// future (with [`Error::Cancelled`], unless it had already finished).
-    pub(super) fn cancel(&self) {
-        let _sent = self.shared.push(Cmd::Cancel {
-            ticket: self.ticket,
-        });
-    }
 }
 
 impl Future for Pending<'_> {
@@ -292,25 +294,40 @@ impl Future for Pending<'_> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            // The completion still arrives in the shard, which drops it there: the fds
-            // close only after the kernel has given the transfer back.
-            self.cancel();
+            // The completions still arrive in the shard, which drops them there: the fds
+            // close only after the kernel has given the transfers back.
+            let _sent = self.shared.push(Cmd::Cancel {
+                ticket: self.ticket,
+            });
         }
     }
 }
 
-/// A transfer not yet in the engine: its ticket, itself, and its future's answer channel.
-type Job = (u64, Transfer, oneshot::Sender<Reply>);
+/// A group's transfers and who waits for them.
+struct Group {
+    reply: oneshot::Sender<Reply>,
+    /// Each member's id while it is in the engine.
+    ids: Vec<Option<TransferId>>,
+    done: Vec<Option<Completion>>,
+    /// Members not yet completed (in the engine or the backlog).
+    left: usize,
+    cancel_on_failure: bool,
+    cancelled: bool,
+    /// A submit refused for a reason other than a full engine (the future gets it).
+    error: Option<io::Error>,
+}
+
+/// A member not yet in the engine: its group's ticket, its index, itself.
+type Job = (u64, usize, Transfer);
 
 /// The shard thread's state: the engine and who waits for what.
 struct Driver {
     engine: Engine,
     shared: Arc<Shared>,
-    /// Transfers in the engine, by id: the ticket and the future's answer channel.
-    waiting: HashMap<TransferId, (u64, oneshot::Sender<Reply>)>,
-    /// Tickets of transfers in the engine that have not been cancelled, to their ids.
-    ids: HashMap<u64, TransferId>,
-    /// Transfers the engine refused as full (`max_transfers`), in order: submitted as
+    groups: HashMap<u64, Group>,
+    /// Members in the engine, by id: their group's ticket and their index.
+    members: HashMap<TransferId, (u64, usize)>,
+    /// Members the engine refused as full (`max_transfers`), in order: submitted as
     /// completions make room.
     backlog: VecDeque<Job>,
     done: Vec<Completion>,
@@ -321,8 +338,8 @@ impl Driver {
         Driver {
             engine,
             shared,
-            waiting: HashMap::new(),
-            ids: HashMap::new(),
+            groups: HashMap::new(),
+            members: HashMap::new(),
             backlog: VecDeque::new(),
             done: Vec::new(),
         }
@@ -367,54 +384,106 @@ impl Driver {
         match cmd {
             Cmd::Submit {
                 ticket,
-                transfer,
+                transfers,
+                cancel_on_failure,
                 reply,
             } => {
-                let job = (ticket, transfer, reply);
-                if !self.backlog.is_empty() {
-                    self.backlog.push_back(job);
-                } else if let Some(refused) = self.submit(job) {
-                    self.backlog.push_back(refused);
+                let n = transfers.len();
+                self.groups.insert(
+                    ticket,
+                    Group {
+                        reply,
+                        ids: vec![None; n],
+                        done: (0..n).map(|_| None).collect(),
+                        left: n,
+                        cancel_on_failure,
+                        cancelled: false,
+                        error: None,
+                    },
+                );
+                for (m, t) in transfers.into_iter().enumerate() {
+                    let live = self.groups.get(&ticket).is_some_and(|g| !g.cancelled);
+                    if !live {
+                        // An earlier member's submit failed and cancelled the group: this
+                        // one never starts (dropping it closes its fds).
+                        if let Some(g) = self.groups.get_mut(&ticket) {
+                            g.left -= 1;
+                        }
+                    } else if !self.backlog.is_empty() {
+                        self.backlog.push_back((ticket, m, t));
+                    } else if let Some(refused) = self.submit((ticket, m, t)) {
+                        self.backlog.push_back(refused);
+                    }
                 }
+                self.finish_if_done(ticket);
             }
-            Cmd::Cancel { ticket } => {
-                if let Some(id) = self.ids.remove(&ticket) {
-                    self.engine.cancel(id);
-                } else if let Some(i) = self.backlog.iter().position(|b| b.0 == ticket) {
-                    // Never reached the engine: dropping it closes its fds.
-                    self.backlog.remove(i);
-                    self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                }
-                // Otherwise it has been answered already: nothing to do.
-            }
+            Cmd::Cancel { ticket } => self.cancel(ticket),
             Cmd::Stats { reply } => {
                 let _ = reply.send(self.engine.stats());
             }
         }
     }
 
-    /// Submits one transfer; hands it back if the engine is full (`max_transfers`).
+    /// Cancels every member of a group still running; members still in the backlog never
+    /// reach the engine (dropping them closes their fds).
+    fn cancel(&mut self, ticket: u64) {
+        let Some(g) = self.groups.get_mut(&ticket) else {
+            return; // answered already
+        };
+        if std::mem::replace(&mut g.cancelled, true) {
+            return;
+        }
+        for id in g.ids.iter().flatten() {
+            self.engine.cancel(*id);
+        }
+        let before = self.backlog.len();
+        self.backlog.retain(|job| job.0 != ticket);
+        g.left -= before - self.backlog.len();
+        self.finish_if_done(ticket);
+    }
+
+    /// Submits one member; hands it back if the engine is full.
     fn submit(&mut self, job: Job) -> Option<Job> {
-        let (ticket, t, reply) = job;
+        let (ticket, m, t) = job;
         match self.engine.submit(t) {
             Ok(id) => {
-                self.waiting.insert(id, (ticket, reply));
-                self.ids.insert(ticket, id);
+                self.members.insert(id, (ticket, m));
+                if let Some(g) = self.groups.get_mut(&ticket) {
+                    g.ids[m] = Some(id);
+                }
                 None
             }
-            Err(r) if matches!(r.error, Error::Full { .. }) => Some((ticket, *r.transfer, reply)),
+            Err(r) if matches!(r.error, Error::Full { .. }) => Some((ticket, m, *r.transfer)),
             Err(r) => {
-                self.answer(reply, Err(r.into()));
+                if let Some(g) = self.groups.get_mut(&ticket) {
+                    g.left -= 1;
+                    g.error.get_or_insert(r.into());
+                }
+                self.cancel(ticket);
+                self.finish_if_done(ticket);
                 None
             }
         }
     }
 
-    fn answer(&self, reply: oneshot::Sender<Reply>, r: Reply) {
-        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // A future dropped meanwhile hands the completion back here, and it drops now, on
-        // this thread, after the kernel has let go of the transfer.
-        let _ = reply.send(r);
+    /// Answers a group whose members have all completed.
+    fn finish_if_done(&mut self, ticket: u64) {
+        if self.groups.get(&ticket).is_none_or(|g| g.left > 0) {
+            return;
+        }
+        let Some(g) = self.groups.remove(&ticket) else {
+            return;
+        };
+        self.shared
+            .in_flight
+            .fetch_sub(g.ids.len(), Ordering::Relaxed);
+        let r = match g.error {
+            Some(e) => Err(e),
+            None => Ok(g.done),
+        };
+        // A future dropped meanwhile hands the completions back here, and they drop now,
+        // on this thread, after the kernel has let go of the transfers.
+        let _ = g.reply.send(r);
     }
 
     /// Runs the engine until it has nothing more to do without blocking: submits what
@@ -429,21 +498,38 @@ impl Driver {
                 }
             }
             let n = self.engine.poll(&mut self.done)?;
-            self.deliver();
-            if n == 0 || self.backlog.is_empty() {
+            // A failed direction cancels its partner here: that cancel's completion comes
+            // from a later `poll` (and the engine's fd is not signalled for it), so poll
+            // again rather than sleep.
+            let cancelled = self.deliver();
+            if !cancelled && (n == 0 || self.backlog.is_empty()) {
                 return Ok(());
             }
         }
     }
 
-    fn deliver(&mut self) {
-        let done = std::mem::take(&mut self.done);
-        for c in done {
-            if let Some((ticket, reply)) = self.waiting.remove(&c.id) {
-                self.ids.remove(&ticket);
-                self.answer(reply, Ok(c));
+    /// Answers the groups whose last member completed; `true` if a failure cancelled a
+    /// partner.
+    fn deliver(&mut self) -> bool {
+        let mut cancelled = false;
+        for c in std::mem::take(&mut self.done) {
+            let Some((ticket, m)) = self.members.remove(&c.id) else {
+                continue;
+            };
+            let Some(g) = self.groups.get_mut(&ticket) else {
+                continue;
+            };
+            g.ids[m] = None;
+            g.left -= 1;
+            let failed = !c.is_ok();
+            g.done[m] = Some(c);
+            if failed && g.cancel_on_failure && g.left > 0 {
+                self.cancel(ticket);
+                cancelled = true;
             }
+            self.finish_if_done(ticket);
         }
+        cancelled
     }
 
     /// The engine failed (`io_uring_enter` or `epoll_wait` errors other than an
@@ -451,10 +537,14 @@ impl Driver {
     fn fail(&mut self, e: Error) {
         let msg = format!("ringsplice::tokio shard failed: {e}");
         self.shared.close();
-        for (_, (_, reply)) in std::mem::take(&mut self.waiting) {
-            self.answer(reply, Err(io::Error::other(msg.clone())));
+        for (_, g) in std::mem::take(&mut self.groups) {
+            self.shared
+                .in_flight
+                .fetch_sub(g.ids.len(), Ordering::Relaxed);
+            let _ = g.reply.send(Err(io::Error::other(msg.clone())));
         }
-        self.ids.clear();
+        self.members.clear();
+        self.backlog.clear();
     }
 
     /// Cancels everything, hands out the completions that arrive within
@@ -467,31 +557,34 @@ impl Driver {
         self.shared.take(&mut cmds, true);
         for cmd in cmds {
             match cmd {
-                Cmd::Submit { reply, .. } => self.answer(reply, Err(shut_down())),
+                Cmd::Submit {
+                    transfers, reply, ..
+                } => {
+                    self.shared
+                        .in_flight
+                        .fetch_sub(transfers.len(), Ordering::Relaxed);
+                    let _ = reply.send(Err(shut_down()));
+                }
                 other => self.command(other),
             }
         }
-        for (_, _, reply) in std::mem::take(&mut self.backlog) {
-            self.answer(reply, Err(shut_down()));
+        let tickets: Vec<u64> = self.groups.keys().copied().collect();
+        for t in tickets {
+            self.cancel(t);
         }
-        let ids: Vec<TransferId> = self.waiting.keys().copied().collect();
-        for id in ids {
-            self.engine.cancel(id);
-        }
-        self.ids.clear();
         let _ = self.engine.wait_all(&mut self.done, SHUTDOWN_DRAIN);
-        self.deliver();
+        let _ = self.deliver();
         let Driver {
             engine,
-            waiting,
+            groups,
             shared,
             ..
         } = self;
         drop(engine);
         // Only what the kernel never gave back is left; its future learns the shard is gone.
-        for (_, (_, reply)) in waiting {
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let _ = reply.send(Err(shut_down()));
+        for (_, g) in groups {
+            shared.in_flight.fetch_sub(g.ids.len(), Ordering::Relaxed);
+            let _ = g.reply.send(Err(shut_down()));
         }
     }
 }
