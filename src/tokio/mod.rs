@@ -346,7 +346,8 @@ impl Splicer {
     /// **Cost of borrowing**: the sockets stay registered with tokio's reactor (epoll,
     /// edge-triggered), which therefore wakes a tokio worker for every readiness change
     /// while the engine moves the bytes — measured at 64 connections × 32 MiB on 2 cores,
-    /// about 3,400 worker wake-ups and 40 % more CPU than the same relay with
+    /// one shard: 0.321 CPU-s/GB (3,435 voluntary context switches of one tokio worker)
+    /// against 0.149 for the same relay with
     /// [`copy_bidirectional_owned`](Splicer::copy_bidirectional_owned), which takes the
     /// sockets out of the reactor. Use that one when the sockets are not needed afterwards
     /// (a proxy).
