@@ -3,8 +3,9 @@
 //! pipe or thread left behind), `tokio::time::timeout` as a deadline, runtime shutdown with
 //! transfers in flight, and thousands of transfers submitted from many tasks at once.
 //!
-//! The tests run one at a time (a global lock), so each can count `/proc/self/fd` and the
-//! process's shard, io-wq and tokio threads before and after. Every test has a hang guard
+//! The tests run one at a time (`common::serial`), so each can compare `/proc/self/fd` and
+//! `/proc/self/task` before and after (`common::LeakCheck`, which waits a few seconds for
+//! threads that are exiting, io-wq workers among them). Every test has a hang guard
 //! (a watchdog thread that fails the process loudly), and no assertion depends on timing.
 
 #![cfg(feature = "tokio")]
@@ -12,7 +13,7 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringsplice::tokio::Splicer;
@@ -21,15 +22,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
 // ---------------------------------------------------------------------------------------
-// Support: serial runs, hang guards, leak census, splicers per backend, random data.
+// Support: serial runs, hang guards, leak checks, splicers per backend, random data.
 // ---------------------------------------------------------------------------------------
 
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
+use common::{LeakCheck, Rng};
 
-fn serial() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // tokio's signal driver opens a process-wide socketpair the first time a runtime is
-    // built, and keeps it: build one before any census counts fds.
+/// The binary-wide test lock ([`common::serial`]), after building one tokio runtime: its
+/// signal driver opens a process-wide socketpair the first time, and keeps it, which no
+/// leak check should count.
+fn serial() -> common::Serial {
+    let g = common::serial();
     static WARM: std::sync::Once = std::sync::Once::new();
     WARM.call_once(|| drop(runtime()));
     g
@@ -61,59 +64,6 @@ impl Drop for HangGuard {
     fn drop(&mut self) {
         // Dropping the sender wakes the guard thread, which then exits.
         self.0.take();
-    }
-}
-
-/// What could leak: open fds, and the threads this module and the kernel start for it.
-#[derive(Debug, Clone, PartialEq)]
-struct Census {
-    fds: usize,
-    /// Threads named `ringsplice-shard-*`, `iou-wrk-*` (io-wq) and `tokio-runtime-w*`.
-    threads: Vec<String>,
-    /// Every thread of the process (the test harness's own included), for the report.
-    tasks: usize,
-}
-
-fn census() -> Census {
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-    let mut threads = Vec::new();
-    let mut tasks = 0;
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        tasks += 1;
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let comm = comm.trim();
-        if ["ringsplice-shar", "iou-wrk", "tokio-runtime-w"]
-            .iter()
-            .any(|p| comm.starts_with(p))
-        {
-            threads.push(comm.to_string());
-        }
-    }
-    threads.sort();
-    Census {
-        fds,
-        threads,
-        tasks,
-    }
-}
-
-/// Waits (at most 20 s; io-wq workers exit shortly after the shard thread that owns them)
-/// until no more fds and no more of those threads exist than `before`, else fails.
-fn assert_no_leaks(before: &Census, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = census();
-        if now.fds <= before.fds && now.threads.len() <= before.threads.len() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: leak: before {before:?}, after {now:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -149,7 +99,7 @@ fn splicer(pref: BackendPreference, test: &str) -> Option<Splicer> {
 }
 
 /// Runs one scenario: serially, with a hang guard, on a fresh multi-threaded runtime that
-/// is shut down before the leak census.
+/// is shut down before the leak check.
 fn scenario<F, Fut>(name: &'static str, pref: BackendPreference, body: F)
 where
     F: FnOnce(Splicer) -> Fut,
@@ -157,7 +107,7 @@ where
 {
     let _serial = serial();
     let _guard = hang_guard(name, 300);
-    let before = census();
+    let leaks = LeakCheck::new(name);
     {
         let Some(s) = splicer(pref, name) else {
             return;
@@ -170,39 +120,19 @@ where
         });
         drop(rt);
     }
-    assert_no_leaks(&before, name);
+    leaks.check();
 }
 
-/// xorshift64*: reproducible sizes, chunk lengths and bytes without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    /// Up to `max` random bytes.
-    fn some_bytes(&mut self, max: u64) -> Vec<u8> {
-        let n = self.below(max + 1) as usize;
-        self.bytes(n)
-    }
+/// Up to `max` random bytes.
+fn some_bytes(rng: &mut Rng, max: u64) -> Vec<u8> {
+    let n = rng.range(0, max) as usize;
+    rng.bytes(n)
 }
 
 async fn write_chunked<W: AsyncWriteExt + Unpin>(w: &mut W, data: &[u8], rng: &mut Rng) {
     let mut at = 0;
     while at < data.len() {
-        let n = (1 + rng.below(64 << 10) as usize).min(data.len() - at);
+        let n = (rng.range(1, 64 << 10) as usize).min(data.len() - at);
         w.write_all(&data[at..at + n]).await.expect("peer write");
         at += n;
         if rng.below(4) == 0 {
@@ -219,7 +149,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut r, mut w) = tokio::io::split(s);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut got = Vec::new();
     if wait_first {
         r.read_to_end(&mut got).await.expect("peer read");
@@ -289,14 +219,14 @@ fn copy_bidirectional_500_tcp(pref: BackendPreference) {
     scenario("copy_bidirectional_500_tcp", pref, |splicer| async move {
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut rng = Rng(0x5eed_0001);
+        let mut rng = Rng::new(0x5eed_0001);
         let mut tasks = Vec::new();
         for i in 0..CONNS {
             // client ↔ a (accepted), b (connected) ↔ server.
             let (client, mut a) = tcp_pair(&front).await;
             let (mut b, server) = tcp_pair(&back).await;
-            let up = rng.some_bytes(128 << 10);
-            let down = rng.some_bytes(128 << 10);
+            let up = some_bytes(&mut rng, 128 << 10);
+            let down = some_bytes(&mut rng, 128 << 10);
             let (client_waits, server_waits) = order_of(i);
             let s = splicer.clone();
             // Half borrow the sockets (the drop-in form), half give them away.
@@ -309,8 +239,8 @@ fn copy_bidirectional_500_tcp(pref: BackendPreference) {
                     s.copy_bidirectional_owned(a, b).await
                 }
             });
-            let c = tokio::spawn(peer(client, up.clone(), client_waits, rng.next()));
-            let sv = tokio::spawn(peer(server, down.clone(), server_waits, rng.next()));
+            let c = tokio::spawn(peer(client, up.clone(), client_waits, rng.next_u64()));
+            let sv = tokio::spawn(peer(server, down.clone(), server_waits, rng.next_u64()));
             tasks.push((i, up, down, proxy, c, sv));
         }
         for (i, up, down, proxy, c, sv) in tasks {
@@ -346,13 +276,13 @@ fn copy_bidirectional_500_tcp(pref: BackendPreference) {
 
 fn copy_bidirectional_unix(pref: BackendPreference) {
     scenario("copy_bidirectional_unix", pref, |splicer| async move {
-        let mut rng = Rng(0x5eed_0002);
+        let mut rng = Rng::new(0x5eed_0002);
         let mut tasks = Vec::new();
         for i in 0..60 {
             let (client, mut a) = UnixStream::pair().unwrap();
             let (mut b, server) = UnixStream::pair().unwrap();
-            let up = rng.some_bytes(256 << 10);
-            let down = rng.some_bytes(256 << 10);
+            let up = some_bytes(&mut rng, 256 << 10);
+            let down = some_bytes(&mut rng, 256 << 10);
             let (cw, sw) = order_of(i);
             let s = splicer.clone();
             let proxy = tokio::spawn(async move {
@@ -362,8 +292,8 @@ fn copy_bidirectional_unix(pref: BackendPreference) {
                     s.copy_bidirectional_owned(a, b).await
                 }
             });
-            let c = tokio::spawn(peer(client, up.clone(), cw, rng.next()));
-            let sv = tokio::spawn(peer(server, down.clone(), sw, rng.next()));
+            let c = tokio::spawn(peer(client, up.clone(), cw, rng.next_u64()));
+            let sv = tokio::spawn(peer(server, down.clone(), sw, rng.next_u64()));
             tasks.push((up, down, proxy, c, sv));
         }
         for (up, down, proxy, c, sv) in tasks {
@@ -410,7 +340,7 @@ fn failed_direction_cancels_other(pref: BackendPreference) {
     );
 }
 
-/// The free function, on the process-wide default splicer (Auto backend). No leak census:
+/// The free function, on the process-wide default splicer (Auto backend). No leak check:
 /// that splicer, its threads and its pooled pipes stay for the life of the process.
 #[test]
 fn free_copy_bidirectional() {
@@ -549,7 +479,7 @@ fn timeout_is_a_deadline(pref: BackendPreference) {
 fn runtime_shutdown_in_flight(pref: BackendPreference) {
     let _serial = serial();
     let _guard = hang_guard("runtime_shutdown_in_flight", 300);
-    let before = census();
+    let leaks = LeakCheck::new("runtime_shutdown_in_flight");
     {
         let Some(splicer) = splicer(pref, "runtime_shutdown_in_flight") else {
             return;
@@ -586,7 +516,7 @@ fn runtime_shutdown_in_flight(pref: BackendPreference) {
         );
         drop(ours);
     }
-    assert_no_leaks(&before, "runtime_shutdown_in_flight");
+    leaks.check();
 }
 
 fn explicit_shutdown_answers(pref: BackendPreference) {
@@ -676,7 +606,7 @@ fn send_file_both_file_types(pref: BackendPreference) {
             "ringsplice-tokio-send-file-{}-{pref:?}",
             std::process::id()
         ));
-        let data = Rng(42).bytes(3 << 20);
+        let data = Rng::new(42).bytes(3 << 20);
         std::fs::write(&path, &data).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
 
