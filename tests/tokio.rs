@@ -214,96 +214,84 @@ fn order_of(i: usize) -> (bool, bool) {
     }
 }
 
+/// Relays every connection `(client, a, b, server)` with the splicer — half borrowing
+/// `a` and `b` (the drop-in form), half giving them away — while client and server send
+/// up to `max` random bytes each (half-close orders by [`order_of`]), then checks what
+/// each peer received and that the byte counts say exactly that.
+async fn relay_all<S>(splicer: &Splicer, conns: Vec<(S, S, S, S)>, max: u64, seed: u64)
+where
+    S: ringsplice::tokio::StreamSocket
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
+    let n = conns.len() as u64;
+    let mut rng = Rng::new(seed);
+    let mut tasks = Vec::new();
+    for (i, (client, mut a, mut b, server)) in conns.into_iter().enumerate() {
+        let up = some_bytes(&mut rng, max);
+        let down = some_bytes(&mut rng, max);
+        let (client_waits, server_waits) = order_of(i);
+        let s = splicer.clone();
+        let proxy = tokio::spawn(async move {
+            if i % 2 == 0 {
+                let r = s.copy_bidirectional(&mut a, &mut b).await;
+                drop((a, b));
+                r
+            } else {
+                s.copy_bidirectional_owned(a, b).await
+            }
+        });
+        let c = tokio::spawn(peer(client, up.clone(), client_waits, rng.next_u64()));
+        let sv = tokio::spawn(peer(server, down.clone(), server_waits, rng.next_u64()));
+        tasks.push((i, up, down, proxy, c, sv));
+    }
+    for (i, up, down, proxy, c, sv) in tasks {
+        let (client_got, server_got) = (c.await.unwrap(), sv.await.unwrap());
+        let counts = proxy
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("conn {i}: {e}"));
+        let (sl, ul, cl, dl) = (server_got.len(), up.len(), client_got.len(), down.len());
+        assert!(server_got == up, "conn {i}: server got {sl} of {ul} bytes");
+        assert!(
+            client_got == down,
+            "conn {i}: client got {cl} of {dl} bytes"
+        );
+        assert_eq!(counts, (sl as u64, cl as u64), "conn {i}");
+    }
+    assert_eq!(splicer.in_flight(), 0);
+    let done: u64 = splicer.stats().await.iter().map(|s| s.completed).sum();
+    assert_eq!(done, 2 * n);
+}
+
 fn copy_bidirectional_500_tcp(pref: BackendPreference) {
-    const CONNS: usize = 500;
     scenario("copy_bidirectional_500_tcp", pref, |splicer| async move {
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut rng = Rng::new(0x5eed_0001);
-        let mut tasks = Vec::new();
-        for i in 0..CONNS {
+        let mut conns = Vec::new();
+        for _ in 0..500 {
             // client ↔ a (accepted), b (connected) ↔ server.
-            let (client, mut a) = tcp_pair(&front).await;
-            let (mut b, server) = tcp_pair(&back).await;
-            let up = some_bytes(&mut rng, 128 << 10);
-            let down = some_bytes(&mut rng, 128 << 10);
-            let (client_waits, server_waits) = order_of(i);
-            let s = splicer.clone();
-            // Half borrow the sockets (the drop-in form), half give them away.
-            let proxy = tokio::spawn(async move {
-                if i % 2 == 0 {
-                    let r = s.copy_bidirectional(&mut a, &mut b).await;
-                    drop((a, b));
-                    r
-                } else {
-                    s.copy_bidirectional_owned(a, b).await
-                }
-            });
-            let c = tokio::spawn(peer(client, up.clone(), client_waits, rng.next_u64()));
-            let sv = tokio::spawn(peer(server, down.clone(), server_waits, rng.next_u64()));
-            tasks.push((i, up, down, proxy, c, sv));
+            let (client, a) = tcp_pair(&front).await;
+            let (b, server) = tcp_pair(&back).await;
+            conns.push((client, a, b, server));
         }
-        for (i, up, down, proxy, c, sv) in tasks {
-            let client_got = c.await.unwrap();
-            let server_got = sv.await.unwrap();
-            let counts = proxy
-                .await
-                .unwrap()
-                .unwrap_or_else(|e| panic!("conn {i}: {e}"));
-            assert!(
-                server_got == up,
-                "conn {i}: server got {} of {} bytes",
-                server_got.len(),
-                up.len()
-            );
-            assert!(
-                client_got == down,
-                "conn {i}: client got {} of {} bytes",
-                client_got.len(),
-                down.len()
-            );
-            assert_eq!(
-                counts,
-                (server_got.len() as u64, client_got.len() as u64),
-                "conn {i}"
-            );
-        }
-        assert_eq!(splicer.in_flight(), 0);
-        let done: u64 = splicer.stats().await.iter().map(|s| s.completed).sum();
-        assert_eq!(done, 2 * CONNS as u64);
+        relay_all(&splicer, conns, 128 << 10, 0x5eed_0001).await;
     });
 }
 
 fn copy_bidirectional_unix(pref: BackendPreference) {
     scenario("copy_bidirectional_unix", pref, |splicer| async move {
-        let mut rng = Rng::new(0x5eed_0002);
-        let mut tasks = Vec::new();
-        for i in 0..60 {
-            let (client, mut a) = UnixStream::pair().unwrap();
-            let (mut b, server) = UnixStream::pair().unwrap();
-            let up = some_bytes(&mut rng, 256 << 10);
-            let down = some_bytes(&mut rng, 256 << 10);
-            let (cw, sw) = order_of(i);
-            let s = splicer.clone();
-            let proxy = tokio::spawn(async move {
-                if i % 2 == 0 {
-                    s.copy_bidirectional(&mut a, &mut b).await
-                } else {
-                    s.copy_bidirectional_owned(a, b).await
-                }
-            });
-            let c = tokio::spawn(peer(client, up.clone(), cw, rng.next_u64()));
-            let sv = tokio::spawn(peer(server, down.clone(), sw, rng.next_u64()));
-            tasks.push((up, down, proxy, c, sv));
-        }
-        for (up, down, proxy, c, sv) in tasks {
-            let (cg, sg) = (c.await.unwrap(), sv.await.unwrap());
-            assert!(sg == up && cg == down);
-            assert_eq!(
-                proxy.await.unwrap().unwrap(),
-                (up.len() as u64, down.len() as u64)
-            );
-        }
+        let conns = (0..60)
+            .map(|_| {
+                let (client, a) = UnixStream::pair().unwrap();
+                let (b, server) = UnixStream::pair().unwrap();
+                (client, a, b, server)
+            })
+            .collect();
+        relay_all(&splicer, conns, 256 << 10, 0x5eed_0002).await;
     });
 }
 
