@@ -435,8 +435,11 @@ fn main() -> BoxResult<()> {
             Some(median(&rows[i].1))
         };
         for (name, (gbps, cpu_gb, _)) in args.relays.iter().zip(&rows) {
-            let ratio =
-                cpu("splicer").map_or(String::from("-"), |s| format!("{:.2}", s / median(cpu_gb)));
+            // "-" where a run was too short for the 10 ms ticks of /proc/PID/stat.
+            let ratio = cpu("splicer")
+                .map(|s| s / median(cpu_gb))
+                .filter(|r| r.is_finite())
+                .map_or(String::from("-"), |r| format!("{r:.2}"));
             println!(
                 "{:<14} {:>7.2} {:>9.3} {:>13}",
                 name,
