@@ -85,6 +85,9 @@ mod op;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
+/// Tokio integration (feature `tokio`): [`tokio::Splicer`] runs engines on their own threads.
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod transfer;
 
 pub use backend::{BACKEND_ENV, Backend};

@@ -1,0 +1,458 @@
+//! Relays on tokio, each in its own process, on 127.0.0.1: clients → relay → sink.
+//!
+//! ```text
+//! cargo bench --features tokio --bench tokio_relay                 # 64 × 32 MiB, 1000 × 1 MiB
+//! cargo bench --features tokio --bench tokio_relay -- --conns 8 --mib 1 --rounds 1
+//! ```
+//!
+//! Relays (`--relays`, comma-separated, default all):
+//! - `splicer`: `examples/tokio_proxy` (ringsplice's `Splicer`, one shard per core);
+//!   `splicer:N` the same with `--shards N`, `splicer:N:W` also with `--workers W`;
+//! - `tokio-copy`: this binary re-run as a tokio proxy with `tokio::io::copy_bidirectional`;
+//! - `tokio-splice2`: the same with `tokio_splice2::copy_bidirectional` (splice(2) from
+//!   tokio tasks, a pipe per direction);
+//! - `proxy`: `examples/proxy`, one engine on one thread (`--listen --upstream`).
+//!
+//! Same approach as `examples/relay_bench`: one client thread and one sink thread driven by
+//! mio, so the load costs the same for every relay; the relay's CPU is its own process's
+//! user + system time over the load (every thread, io-wq workers included, from
+//! `/proc/PID/stat`), per GB moved client → sink; throughput is those bytes over the
+//! load's wall time. Medians of `--rounds` (default 3), relays interleaved in each round.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+#[path = "../examples/support/listen.rs"]
+mod listen;
+use listen::listen_wide;
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+const RELAYS: [&str; 4] = ["splicer", "tokio-copy", "tokio-splice2", "proxy"];
+
+struct Args {
+    workloads: Vec<(usize, u64)>,
+    rounds: usize,
+    relays: Vec<String>,
+}
+
+fn parse_args() -> BoxResult<Args> {
+    let (mut conns, mut bytes, mut rounds) = (None, None, 3);
+    let mut relays: Vec<String> = RELAYS.iter().map(|s| s.to_string()).collect();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bench" => {} // cargo bench passes it
+            "--conns" => conns = Some(value()?.parse()?),
+            "--mib" => bytes = Some(value()?.parse::<u64>()? << 20),
+            "--kib" => bytes = Some(value()?.parse::<u64>()? << 10),
+            "--rounds" => rounds = value()?.parse()?,
+            "--relays" => {
+                relays = value()?.split(',').map(str::to_string).collect();
+                let known = |r: &str| match r.split_once(':') {
+                    Some(("splicer", n)) => n
+                        .split(':')
+                        .all(|n| n.parse::<usize>().is_ok_and(|n| n > 0)),
+                    _ => RELAYS.contains(&r),
+                };
+                if let Some(bad) = relays.iter().find(|r| !known(r)) {
+                    return Err(format!("unknown relay {bad:?}: one of {RELAYS:?}").into());
+                }
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: tokio_relay [--conns N] [--mib M | --kib K] [--rounds R (3)] \
+                     [--relays {}]",
+                    RELAYS.join(",")
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    let workloads = match (conns, bytes) {
+        (None, None) => vec![(64, 32 << 20), (1000, 1 << 20)],
+        (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
+    };
+    if rounds == 0 || workloads.iter().any(|&(c, b)| c == 0 || b == 0) {
+        return Err("--rounds, --conns and the size must be positive".into());
+    }
+    Ok(Args {
+        workloads,
+        rounds,
+        relays,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The comparison relays, served by this binary: `--serve tokio-copy|tokio-splice2`.
+// ---------------------------------------------------------------------------------------
+
+fn serve(mode: &str, listen: &str, upstream: &str) -> BoxResult<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let splice2 = match mode {
+        "tokio-copy" => false,
+        "tokio-splice2" => true,
+        other => return Err(format!("--serve {other:?}").into()),
+    };
+    let upstream: SocketAddr = upstream.parse()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen.parse()?)?;
+        let listener = socket.listen(4096)?;
+        println!("proxy: {} -> {upstream} ({mode})", listener.local_addr()?);
+        let mut term = signal(SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                r = listener.accept() => {
+                    let Ok((mut client, _)) = r else { continue };
+                    tokio::spawn(async move {
+                        let mut up = tokio::net::TcpStream::connect(upstream).await?;
+                        if splice2 {
+                            tokio_splice2::copy_bidirectional(&mut client, &mut up).await?;
+                        } else {
+                            tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+                        }
+                        io::Result::Ok(())
+                    });
+                }
+            }
+        }
+        println!("stats: -");
+        BoxResult::Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Load: clients and a sink, as in examples/relay_bench.
+// ---------------------------------------------------------------------------------------
+
+fn stuck(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what}: no progress for 30 s"),
+    )
+}
+
+/// Accepts `n` connections and reads each to end of file, then closes it (which ends the
+/// relay's other direction). Returns the bytes read.
+fn sink(listener: TcpListener, n: usize) -> io::Result<u64> {
+    listener.set_nonblocking(true)?;
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    const LISTEN: Token = Token(usize::MAX);
+    poll.registry()
+        .register(&mut listener, LISTEN, Interest::READABLE)?;
+    let mut conns: HashMap<usize, TcpStream> = HashMap::new();
+    let (mut accepted, mut ended, mut total) = (0, 0, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    while ended < n {
+        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
+        if events.is_empty() {
+            return Err(stuck("sink"));
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTEN {
+                while let Ok((mut s, _)) = listener.accept() {
+                    poll.registry()
+                        .register(&mut s, Token(accepted), Interest::READABLE)?;
+                    conns.insert(accepted, s);
+                    accepted += 1;
+                }
+                continue;
+            }
+            let id = ev.token().0;
+            let Some(s) = conns.get_mut(&id) else {
+                continue;
+            };
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => {
+                        conns.remove(&id);
+                        ended += 1;
+                        break;
+                    }
+                    Ok(k) => total += k as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// `n` connections to `to`, each writes `bytes` and half-closes. Returns when every byte
+/// is written; the sockets close when the relay has passed the sink's close back.
+fn clients(to: SocketAddr, n: usize, bytes: u64) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = TcpStream::connect(to)?;
+        poll.registry()
+            .register(&mut s, Token(i), Interest::WRITABLE)?;
+        conns.push((s, 0u64, false));
+    }
+    let buf = vec![0x5Au8; 256 << 10];
+    let mut left = n;
+    while left > 0 {
+        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
+        if events.is_empty() {
+            return Err(stuck("clients"));
+        }
+        for ev in events.iter() {
+            let (s, sent, done) = &mut conns[ev.token().0];
+            while !*done {
+                let k = (bytes - *sent).min(buf.len() as u64) as usize;
+                if k == 0 {
+                    s.shutdown(Shutdown::Write)?;
+                    poll.registry().deregister(s)?;
+                    (*done, left) = (true, left - 1);
+                    break;
+                }
+                match s.write(&buf[..k]) {
+                    Ok(w) => *sent += w as u64,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load(sink_listener: TcpListener, to: SocketAddr, n: usize, bytes: u64) -> BoxResult<f64> {
+    let t0 = Instant::now();
+    let s = std::thread::spawn(move || sink(sink_listener, n));
+    clients(to, n, bytes)?;
+    let got = s.join().map_err(|_| "sink thread panicked")??;
+    let secs = t0.elapsed().as_secs_f64();
+    if got != n as u64 * bytes {
+        return Err(format!("sink got {got} bytes of {}", n as u64 * bytes).into());
+    }
+    Ok(secs)
+}
+
+// ---------------------------------------------------------------------------------------
+// Relay processes and their CPU.
+// ---------------------------------------------------------------------------------------
+
+/// User + system CPU seconds of every thread the process has had.
+fn process_cpu_secs(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').ok_or(io::ErrorKind::InvalidData)? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux configuration Rust targets (USER_HZ).
+    Ok(ticks / 100.0)
+}
+
+/// The example binaries, built (or found fresh) by cargo: `target/<profile>/examples/`.
+fn examples() -> BoxResult<PathBuf> {
+    let ok = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--features", "tokio"])
+        .args(["--example", "proxy", "--example", "tokio_proxy"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()?
+        .success();
+    if !ok {
+        return Err("cargo build --release --example proxy --example tokio_proxy failed".into());
+    }
+    // This binary is target/release/deps/tokio_relay-HASH.
+    let me = std::env::current_exe()?;
+    let release = me
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or("no target dir")?;
+    Ok(release.join("examples"))
+}
+
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+fn start_relay(name: &str, upstream: SocketAddr, examples: &std::path::Path) -> BoxResult<Relay> {
+    let up = upstream.to_string();
+    let mut cmd = match name {
+        "splicer" => Command::new(examples.join("tokio_proxy")),
+        _ if name.starts_with("splicer:") => {
+            let mut c = Command::new(examples.join("tokio_proxy"));
+            let mut n = name["splicer:".len()..].split(':');
+            c.args(["--shards", n.next().unwrap_or("1")]);
+            if let Some(w) = n.next() {
+                c.args(["--workers", w]);
+            }
+            c
+        }
+        "proxy" => {
+            let mut c = Command::new(examples.join("proxy"));
+            c.args(["--max-conns", "20000"]);
+            c
+        }
+        _ => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["--serve", name]);
+            c
+        }
+    };
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--upstream", &up])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            return Err(format!("relay {name} exited before listening").into());
+        }
+        if let Some(rest) = line.strip_prefix("proxy: ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .ok_or("bad proxy line")?
+                .parse()?;
+        }
+    };
+    Ok(Relay { child, addr, out })
+}
+
+impl Drop for Relay {
+    /// A relay left running by an error is killed, not orphaned.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// SIGTERM, then the relay's `stats:` line.
+fn stop_relay(mut r: Relay) -> BoxResult<String> {
+    Command::new("kill")
+        .args(["-TERM", &r.child.id().to_string()])
+        .status()?;
+    let mut rest = String::new();
+    r.out.read_to_string(&mut rest)?;
+    r.child.wait()?;
+    Ok(rest
+        .lines()
+        .find(|l| l.starts_with("stats:"))
+        .unwrap_or("")
+        .to_string())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() -> BoxResult<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--serve") {
+        let get = |flag: &str| {
+            let i = argv.iter().position(|a| a == flag)?;
+            argv.get(i + 1).cloned()
+        };
+        let (mode, listen, up) = (get("--serve"), get("--listen"), get("--upstream"));
+        return match (mode, listen, up) {
+            (Some(m), Some(l), Some(u)) => serve(&m, &l, &u),
+            _ => Err("--serve MODE --listen ADDR --upstream ADDR".into()),
+        };
+    }
+    let args = parse_args()?;
+    let examples = examples()?;
+    println!(
+        "machine: {} cores (shared: clients, sink and relay run on the same cores), {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| format!("Linux {}", s.trim()))
+            .unwrap_or_default()
+    );
+    for &(n, bytes) in &args.workloads {
+        let total = n as u64 * bytes;
+        let gb = total as f64 / 1e9;
+        // Per relay: (GB/s, CPU-s/GB) per round.
+        let mut rows: Vec<(Vec<f64>, Vec<f64>, String)> =
+            vec![(Vec::new(), Vec::new(), String::new()); args.relays.len()];
+        for _round in 0..args.rounds {
+            for (i, name) in args.relays.iter().enumerate() {
+                // The sink's backlog must hold a burst of a thousand connects from the relay:
+                // std's 128 would drop SYNs, and their retransmits would stall the load.
+                let l = listen_wide("127.0.0.1:0".parse()?)?;
+                let relay = start_relay(name, l.local_addr()?, &examples)?;
+                let pid = relay.child.id();
+                let cpu0 = process_cpu_secs(pid)?;
+                let secs = load(l, relay.addr, n, bytes)?;
+                let cpu = process_cpu_secs(pid)? - cpu0;
+                rows[i].2 = stop_relay(relay)?;
+                rows[i].0.push(gb / secs);
+                rows[i].1.push(cpu / gb);
+            }
+        }
+        let size = if bytes % (1 << 20) == 0 {
+            format!("{} MiB", bytes >> 20)
+        } else {
+            format!("{} KiB", bytes >> 10)
+        };
+        println!(
+            "\n{n} connections x {size}, medians of {} rounds (GB = 1e9 bytes, client -> sink)",
+            args.rounds
+        );
+        println!(
+            "{:<14} {:>7} {:>9} {:>13}",
+            "relay", "GB/s", "CPU-s/GB", "splicer / it"
+        );
+        let cpu = |name: &str| {
+            let i = args.relays.iter().position(|r| r == name)?;
+            Some(median(&rows[i].1))
+        };
+        for (name, (gbps, cpu_gb, _)) in args.relays.iter().zip(&rows) {
+            // "-" where a run was too short for the 10 ms ticks of /proc/PID/stat.
+            let ratio = cpu("splicer")
+                .map(|s| s / median(cpu_gb))
+                .filter(|r| r.is_finite())
+                .map_or(String::from("-"), |r| format!("{r:.2}"));
+            println!(
+                "{:<14} {:>7.2} {:>9.3} {:>13}",
+                name,
+                median(gbps),
+                median(cpu_gb),
+                ratio
+            );
+        }
+        for (name, (_, _, stats)) in args.relays.iter().zip(&rows) {
+            if !stats.is_empty() && stats != "stats: -" {
+                println!("{name} (last round) {stats}");
+            }
+        }
+    }
+    Ok(())
+}
