@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+#[path = "../examples/support/flags.rs"]
+mod flags;
 #[path = "../examples/support/listen.rs"]
 mod listen;
 use listen::listen_wide;
@@ -38,57 +40,69 @@ type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 const RELAYS: [&str; 4] = ["splicer", "tokio-copy", "tokio-splice2", "proxy"];
 
+/// The relay benchmark on tokio: the Splicer (examples/tokio_proxy) beside tokio's own
+/// copy_bidirectional, tokio-splice2 and examples/proxy, in the same rounds.
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
+struct Flags {
+    /// connections of the one workload to run (default: 64 x 32 MiB and 1000 x 1 MiB;
+    /// with only --mib or --kib, 64)
+    #[argh(option, from_str_fn(flags::positive))]
+    conns: Option<usize>,
+    /// size of each connection's load in MiB (default 32 when --conns is given)
+    #[argh(option, from_str_fn(flags::positive))]
+    mib: Option<u64>,
+    /// size of each connection's load in KiB, instead of --mib
+    #[argh(option, from_str_fn(flags::positive))]
+    kib: Option<u64>,
+    /// rounds; the table shows medians (default 3)
+    #[argh(option, default = "3", from_str_fn(flags::positive))]
+    rounds: usize,
+    /// relays to run: splicer[:SHARDS[:WORKERS]], tokio-copy, tokio-splice2, proxy
+    #[argh(option, from_str_fn(relay_list))]
+    relays: Option<flags::List<String>>,
+}
+
 struct Args {
     workloads: Vec<(usize, u64)>,
     rounds: usize,
     relays: Vec<String>,
 }
 
-fn parse_args() -> BoxResult<Args> {
-    let (mut conns, mut bytes, mut rounds) = (None, None, 3);
-    let mut relays: Vec<String> = RELAYS.iter().map(|s| s.to_string()).collect();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--bench" => {} // cargo bench passes it
-            "--conns" => conns = Some(value()?.parse()?),
-            "--mib" => bytes = Some(value()?.parse::<u64>()? << 20),
-            "--kib" => bytes = Some(value()?.parse::<u64>()? << 10),
-            "--rounds" => rounds = value()?.parse()?,
-            "--relays" => {
-                relays = value()?.split(',').map(str::to_string).collect();
-                let known = |r: &str| match r.split_once(':') {
-                    Some(("splicer", n)) => n
-                        .split(':')
-                        .all(|n| n.parse::<usize>().is_ok_and(|n| n > 0)),
-                    _ => RELAYS.contains(&r),
-                };
-                if let Some(bad) = relays.iter().find(|r| !known(r)) {
-                    return Err(format!("unknown relay {bad:?}: one of {RELAYS:?}").into());
-                }
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: tokio_relay [--conns N] [--mib M | --kib K] [--rounds R (3)] \
-                     [--relays {}]",
-                    RELAYS.join(",")
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
+/// `--relays`: each name checked here, so a typo fails before any run.
+fn relay_list(s: &str) -> Result<flags::List<String>, String> {
+    let relays: flags::List<String> = s.parse()?;
+    let known = |r: &str| match r.split_once(':') {
+        Some(("splicer", n)) => n
+            .split(':')
+            .all(|n| n.parse::<usize>().is_ok_and(|n| n > 0)),
+        _ => RELAYS.contains(&r),
+    };
+    match relays.0.iter().find(|r| !known(r)) {
+        Some(bad) => Err(format!("unknown relay {bad:?}: one of {RELAYS:?}")),
+        None => Ok(relays),
     }
-    let workloads = match (conns, bytes) {
+}
+
+fn parse_args() -> BoxResult<Args> {
+    let f: Flags = flags::from_args_or_exit("tokio_relay", &flags::bench_args());
+    let bytes = match (f.mib, f.kib) {
+        (Some(_), Some(_)) => return Err("--mib and --kib exclude each other".into()),
+        (Some(m), None) => Some(m << 20),
+        (None, Some(k)) => Some(k << 10),
+        (None, None) => None,
+    };
+    let workloads = match (f.conns, bytes) {
         (None, None) => vec![(64, 32 << 20), (1000, 1 << 20)],
         (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
     };
-    if rounds == 0 || workloads.iter().any(|&(c, b)| c == 0 || b == 0) {
-        return Err("--rounds, --conns and the size must be positive".into());
-    }
+    let relays = match f.relays {
+        Some(r) => r.0,
+        None => RELAYS.iter().map(|s| s.to_string()).collect(),
+    };
     Ok(Args {
         workloads,
-        rounds,
+        rounds: f.rounds,
         relays,
     })
 }

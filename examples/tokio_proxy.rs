@@ -25,49 +25,29 @@ use tokio::signal::unix::{SignalKind, signal};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
+/// The proxy example's job on tokio: accept with tokio, relay each connection with a
+/// ringsplice Splicer (engines on their own shard threads).
+#[derive(argh::FromArgs)]
+#[argh(help_triggers("-h", "--help"))]
 struct Args {
+    /// address to listen on (default 127.0.0.1:8000)
+    #[argh(option, default = "\"127.0.0.1:8000\".parse().expect(\"address\")")]
     listen: SocketAddr,
+    /// the upstream every connection is relayed to
+    #[argh(option)]
     upstream: SocketAddr,
+    /// engines (shard threads) of the Splicer (default: the available parallelism)
+    #[argh(option, default = "0")]
     shards: usize,
+    /// tokio worker threads (default: tokio's, one per core)
+    #[argh(option, default = "0")]
     workers: usize,
+    /// exit after this many connections have closed (for benchmarks)
+    #[argh(option)]
     exit_after: Option<u64>,
+    /// print each connection's counts
+    #[argh(switch)]
     verbose: bool,
-}
-
-fn parse_args() -> BoxResult<Args> {
-    let mut a = Args {
-        listen: "127.0.0.1:8000".parse()?,
-        upstream: "0.0.0.0:0".parse()?,
-        shards: 0,
-        workers: 0,
-        exit_after: None,
-        verbose: false,
-    };
-    let mut upstream = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => a.listen = value()?.parse()?,
-            "--upstream" => (a.upstream, upstream) = (value()?.parse()?, true),
-            "--shards" => a.shards = value()?.parse()?,
-            "--workers" => a.workers = value()?.parse()?,
-            "--exit-after" => a.exit_after = Some(value()?.parse()?),
-            "--verbose" => a.verbose = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: tokio_proxy --upstream ADDR [--listen ADDR (127.0.0.1:8000)] \
-                     [--shards N] [--workers N] [--exit-after N] [--verbose]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    if !upstream {
-        return Err("--upstream ADDR is required".into());
-    }
-    Ok(a)
 }
 
 #[derive(Default)]
@@ -102,7 +82,7 @@ async fn serve(splicer: Splicer, client: TcpStream, args: Arc<Args>, counts: Arc
 }
 
 fn main() -> BoxResult<()> {
-    let args = Arc::new(parse_args()?);
+    let args: Arc<Args> = Arc::new(argh::from_env());
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if args.workers > 0 {
         rt.worker_threads(args.workers);
