@@ -25,14 +25,10 @@
 
 use std::collections::HashMap;
 use std::error::Error;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
 
 #[path = "../examples/support/listen.rs"]
 mod listen;
@@ -40,7 +36,10 @@ use listen::listen_wide;
 
 #[path = "../examples/support/flags.rs"]
 mod flags;
+#[path = "support/relay_load.rs"]
+mod relay_load;
 use flags::List;
+use relay_load::{load, median, process_cpu_secs};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -108,128 +107,6 @@ fn relay_list(s: &str) -> Result<List<String>, String> {
         flags::strategy(strategy).map_err(|e| format!("bad relay {r:?}: {e}"))?;
     }
     Ok(relays)
-}
-
-/// The sink: accepts `n` connections and reads each to end of file. Returns when all have
-/// ended, with the bytes read.
-fn sink(listener: TcpListener, n: usize) -> io::Result<u64> {
-    listener.set_nonblocking(true)?;
-    let mut listener = mio::net::TcpListener::from_std(listener);
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    const LISTEN: Token = Token(usize::MAX);
-    poll.registry()
-        .register(&mut listener, LISTEN, Interest::READABLE)?;
-    let mut conns: HashMap<usize, TcpStream> = HashMap::new();
-    let (mut accepted, mut ended, mut total) = (0, 0, 0u64);
-    let mut buf = vec![0u8; 1 << 20];
-    while ended < n {
-        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
-        if events.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "sink: no progress for 30 s",
-            ));
-        }
-        for ev in events.iter() {
-            if ev.token() == LISTEN {
-                loop {
-                    match listener.accept() {
-                        Ok((mut s, _)) => {
-                            poll.registry().register(
-                                &mut s,
-                                Token(accepted),
-                                Interest::READABLE,
-                            )?;
-                            conns.insert(accepted, s);
-                            accepted += 1;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                continue;
-            }
-            let id = ev.token().0;
-            let Some(s) = conns.get_mut(&id) else {
-                continue;
-            };
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => {
-                        conns.remove(&id); // closing passes the end back through the relay
-                        ended += 1;
-                        break;
-                    }
-                    Ok(k) => total += k as u64,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// The clients: `n` connections to `to`, each writes `bytes` then half-closes. Returns when
-/// every byte is written.
-fn clients(to: SocketAddr, n: usize, bytes: u64) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    let mut conns = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut s = TcpStream::connect(to)?;
-        poll.registry()
-            .register(&mut s, Token(i), Interest::WRITABLE)?;
-        conns.push(Some((s, 0u64)));
-    }
-    let buf = vec![0x5Au8; 256 << 10];
-    let mut left = n;
-    while left > 0 {
-        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
-        if events.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "clients: stuck for 30 s",
-            ));
-        }
-        for ev in events.iter() {
-            let i = ev.token().0;
-            let Some((s, sent)) = conns[i].as_mut() else {
-                continue;
-            };
-            loop {
-                let k = (bytes - *sent).min(buf.len() as u64) as usize;
-                if k == 0 {
-                    s.shutdown(Shutdown::Write)?;
-                    // Kept open (not dropped) until the end: the relay closes it.
-                    left -= 1;
-                    poll.registry().deregister(s)?;
-                    break;
-                }
-                match s.write(&buf[..k]) {
-                    Ok(w) => *sent += w as u64,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => break, // still connecting
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    drop(conns);
-    Ok(())
-}
-
-/// Clock ticks of CPU (user + system) the whole process has used.
-fn process_cpu_secs(pid: u32) -> io::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').ok_or(io::ErrorKind::InvalidData)? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
 }
 
 /// Context switches (voluntary + involuntary) summed over the process's live threads.
@@ -521,19 +398,6 @@ fn perf_summary(data: &std::path::Path) -> BoxResult<String> {
         .join(", "))
 }
 
-/// One run of the load through `to` (the sink, or a relay in front of it).
-fn load(sink_listener: TcpListener, to: SocketAddr, n: usize, bytes: u64) -> BoxResult<f64> {
-    let t0 = Instant::now();
-    let s = std::thread::spawn(move || sink(sink_listener, n));
-    clients(to, n, bytes)?;
-    let got = s.join().map_err(|_| "sink thread panicked")??;
-    let secs = t0.elapsed().as_secs_f64();
-    if got != n as u64 * bytes {
-        return Err(format!("sink got {got} bytes of {}", n as u64 * bytes).into());
-    }
-    Ok(secs)
-}
-
 #[derive(Clone, Default)]
 struct Row {
     gbps: Vec<f64>,
@@ -544,15 +408,6 @@ struct Row {
     calls_per_gib: Vec<f64>,
     splices_per_gib: Vec<f64>,
     stats: String,
-}
-
-fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() -> BoxResult<()> {

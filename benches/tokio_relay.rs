@@ -19,22 +19,20 @@
 //! `/proc/PID/stat`), per GB moved client → sink; throughput is those bytes over the
 //! load's wall time. Medians of `--rounds` (default 3), relays interleaved in each round.
 
-use std::collections::HashMap;
 use std::error::Error;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
 
 #[path = "../examples/support/flags.rs"]
 mod flags;
 #[path = "../examples/support/listen.rs"]
 mod listen;
+#[path = "support/relay_load.rs"]
+mod relay_load;
 use listen::listen_wide;
+use relay_load::{load, median, process_cpu_secs};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -155,135 +153,9 @@ fn serve(mode: &str, listen: &str, upstream: &str) -> BoxResult<()> {
 // Load: clients and a sink, as in examples/relay_bench.
 // ---------------------------------------------------------------------------------------
 
-fn stuck(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("{what}: no progress for 30 s"),
-    )
-}
-
-/// Accepts `n` connections and reads each to end of file, then closes it (which ends the
-/// relay's other direction). Returns the bytes read.
-fn sink(listener: TcpListener, n: usize) -> io::Result<u64> {
-    listener.set_nonblocking(true)?;
-    let mut listener = mio::net::TcpListener::from_std(listener);
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    const LISTEN: Token = Token(usize::MAX);
-    poll.registry()
-        .register(&mut listener, LISTEN, Interest::READABLE)?;
-    let mut conns: HashMap<usize, TcpStream> = HashMap::new();
-    let (mut accepted, mut ended, mut total) = (0, 0, 0u64);
-    let mut buf = vec![0u8; 1 << 20];
-    while ended < n {
-        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
-        if events.is_empty() {
-            return Err(stuck("sink"));
-        }
-        for ev in events.iter() {
-            if ev.token() == LISTEN {
-                while let Ok((mut s, _)) = listener.accept() {
-                    poll.registry()
-                        .register(&mut s, Token(accepted), Interest::READABLE)?;
-                    conns.insert(accepted, s);
-                    accepted += 1;
-                }
-                continue;
-            }
-            let id = ev.token().0;
-            let Some(s) = conns.get_mut(&id) else {
-                continue;
-            };
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => {
-                        conns.remove(&id);
-                        ended += 1;
-                        break;
-                    }
-                    Ok(k) => total += k as u64,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// `n` connections to `to`, each writes `bytes` and half-closes. Returns when every byte
-/// is written; the sockets close when the relay has passed the sink's close back.
-fn clients(to: SocketAddr, n: usize, bytes: u64) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    let mut conns = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut s = TcpStream::connect(to)?;
-        poll.registry()
-            .register(&mut s, Token(i), Interest::WRITABLE)?;
-        conns.push((s, 0u64, false));
-    }
-    let buf = vec![0x5Au8; 256 << 10];
-    let mut left = n;
-    while left > 0 {
-        poll.poll(&mut events, Some(Duration::from_secs(30)))?;
-        if events.is_empty() {
-            return Err(stuck("clients"));
-        }
-        for ev in events.iter() {
-            let (s, sent, done) = &mut conns[ev.token().0];
-            while !*done {
-                let k = (bytes - *sent).min(buf.len() as u64) as usize;
-                if k == 0 {
-                    s.shutdown(Shutdown::Write)?;
-                    poll.registry().deregister(s)?;
-                    (*done, left) = (true, left - 1);
-                    break;
-                }
-                match s.write(&buf[..k]) {
-                    Ok(w) => *sent += w as u64,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
-                        ) =>
-                    {
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn load(sink_listener: TcpListener, to: SocketAddr, n: usize, bytes: u64) -> BoxResult<f64> {
-    let t0 = Instant::now();
-    let s = std::thread::spawn(move || sink(sink_listener, n));
-    clients(to, n, bytes)?;
-    let got = s.join().map_err(|_| "sink thread panicked")??;
-    let secs = t0.elapsed().as_secs_f64();
-    if got != n as u64 * bytes {
-        return Err(format!("sink got {got} bytes of {}", n as u64 * bytes).into());
-    }
-    Ok(secs)
-}
-
 // ---------------------------------------------------------------------------------------
 // Relay processes and their CPU.
 // ---------------------------------------------------------------------------------------
-
-/// User + system CPU seconds of every thread the process has had.
-fn process_cpu_secs(pid: u32) -> io::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').ok_or(io::ErrorKind::InvalidData)? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
-    // sysconf(_SC_CLK_TCK) is 100 on every Linux configuration Rust targets (USER_HZ).
-    Ok(ticks / 100.0)
-}
 
 /// The example binaries, built (or found fresh) by cargo: `target/<profile>/examples/`.
 fn examples() -> BoxResult<PathBuf> {
@@ -380,12 +252,6 @@ fn stop_relay(mut r: Relay) -> BoxResult<String> {
         .find(|l| l.starts_with("stats:"))
         .unwrap_or("")
         .to_string())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> BoxResult<()> {
