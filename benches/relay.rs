@@ -67,8 +67,9 @@ struct Args {
     /// record a perf record -e cpu-clock -g profile of each relay run (kept in /tmp)
     #[argh(switch)]
     perf: bool,
-    /// relays to run, BACKEND[:STRATEGY],...: backend io-uring|fallback, strategy one of
-    /// the proxy's --strategy values (default io-uring,fallback)
+    /// relays to run, BACKEND[:STRATEGY[:THREADS]],...: backend io-uring|fallback, strategy
+    /// one of the proxy's --strategy values, threads the proxy's --threads (default
+    /// io-uring,fallback)
     #[argh(
         option,
         default = "List(vec![\"io-uring\".into(), \"fallback\".into()])",
@@ -100,13 +101,26 @@ impl Args {
 fn relay_list(s: &str) -> Result<List<String>, String> {
     let relays: List<String> = s.parse()?;
     for r in &relays.0 {
-        let (backend, strategy) = r.split_once(':').unwrap_or((r, "auto"));
+        let (backend, strategy, threads) = relay_spec(r);
         if !matches!(backend, "io-uring" | "fallback") {
             return Err(format!("bad relay {r:?}: backend io-uring|fallback"));
         }
         flags::strategy(strategy).map_err(|e| format!("bad relay {r:?}: {e}"))?;
+        flags::positive::<usize>(threads).map_err(|e| format!("bad relay {r:?}: threads {e}"))?;
     }
     Ok(relays)
+}
+
+/// `BACKEND[:STRATEGY[:THREADS]]` as (backend, strategy, threads): strategy `auto` and one
+/// thread unless given.
+fn relay_spec(r: &str) -> (&str, &str, &str) {
+    let mut it = r.splitn(3, ':');
+    let backend = it.next().unwrap_or(r);
+    (
+        backend,
+        it.next().unwrap_or("auto"),
+        it.next().unwrap_or("1"),
+    )
 }
 
 /// Context switches (voluntary + involuntary) summed over the process's live threads.
@@ -184,7 +198,7 @@ fn start_relay(
     args: &Args,
     tag: &str,
 ) -> BoxResult<Relay> {
-    let (backend, strategy) = relay.split_once(':').unwrap_or((relay, "auto"));
+    let (backend, strategy, threads) = relay_spec(relay);
     let strace_file = args
         .strace
         .then(|| std::env::temp_dir().join(format!("relay_bench-{tag}.strace")));
@@ -217,6 +231,7 @@ fn start_relay(
             &upstream.to_string(),
         ])
         .args(["--max-conns", "20000", "--strategy", strategy])
+        .args(["--threads", threads])
         .env("RINGSPLICE_BACKEND", backend)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -263,7 +278,7 @@ fn stop_relay(mut r: Relay) -> BoxResult<(String, Option<(u64, u64)>)> {
     r.child.wait()?;
     let stats = rest
         .lines()
-        .find(|l| l.starts_with("stats:"))
+        .find(|l| l.starts_with("stats"))
         .unwrap_or("")
         .to_string();
     if let Some(f) = &r.perf_file {
