@@ -21,6 +21,14 @@
 //! - `copy`: `std::io::copy(&mut File, &mut TcpStream)` on a thread per client (std sends no
 //!   file to a socket with `sendfile`: an 8 KiB `read`/`write` loop).
 //!
+//! A server name may carry: `:N`, N engine threads for `uring`/`fallback` (each its own
+//! engine and `SO_REUSEPORT` listener, as `file_server --threads N`); `@PATH`, another
+//! build of this bench to serve from (the engine before a change against after it, in one
+//! run); `+key=value` settings for an experiment, read by the ringsplice servers:
+//! `fairness` and `chunk` (`Builder::fairness_bytes`, `chunk_size`), `sndbuf` and `lowat`
+//! (`SO_SNDBUF`, `TCP_NOTSENT_LOWAT` on each served socket), `strategy=inline` (splice
+//! through a pipe instead of `sendfile`). E.g. `--servers uring,uring+fairness=16777216`.
+//!
 //! Every server runs in its own child process (this binary again, with the hidden
 //! `--serve KIND`), so its CPU is its own: `getrusage(RUSAGE_SELF)` in the server from just
 //! after it listens to its last byte, every thread included (io_uring's `iou-wrk-*` io-wq
@@ -76,7 +84,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Length, Transfer};
+use ringsplice::{BackendPreference, Engine, Length, Strategy, Transfer};
 
 #[path = "../examples/support/listen.rs"]
 mod listen;
@@ -160,14 +168,27 @@ impl std::str::FromStr for Kind {
 struct Server {
     kind: Kind,
     threads: usize,
+    /// Another build of this bench to serve from (`uring@/saved/sendfile-bench`): an
+    /// engine before and after a change, in one run.
+    bin: Option<&'static Path>,
+    /// Settings for an experiment (`uring+fairness=16777216`): `SENDFILE_FAIRNESS=...` in
+    /// the server's environment (see [`knob`]).
+    env: &'static [(String, String)],
 }
 
 impl Server {
     fn label(self) -> String {
-        match self.threads {
-            1 => self.kind.label().to_string(),
-            t => format!("{}, {t} threads", self.kind.label()),
+        let mut l = self.kind.label().to_string();
+        if self.threads > 1 {
+            l += &format!(", {} threads", self.threads);
         }
+        if let Some(b) = self.bin {
+            l += &format!(
+                " [{}]",
+                b.file_name().map_or("?".into(), |n| n.to_string_lossy())
+            );
+        }
+        l
     }
 }
 
@@ -175,6 +196,19 @@ impl std::str::FromStr for Server {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Server, String> {
+        let mut parts = s.split('+');
+        let s = parts.next().unwrap_or_default();
+        let env: Vec<(String, String)> = parts
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').ok_or(format!("{kv:?}: KEY=VALUE"))?;
+                Ok((format!("SENDFILE_{}", k.to_uppercase()), v.to_string()))
+            })
+            .collect::<Result<_, String>>()?;
+        let env = &*Box::leak(env.into_boxed_slice());
+        let (s, bin) = match s.split_once('@') {
+            Some((k, b)) => (k, Some(&*Box::leak(PathBuf::from(b).into_boxed_path()))),
+            None => (s, None),
+        };
         let (kind, threads) = match s.split_once(':') {
             Some((k, t)) => (k, flags::positive(t)?),
             None => (s, 1),
@@ -185,7 +219,12 @@ impl std::str::FromStr for Server {
                 "{s:?}: only uring and fallback take a thread count"
             ));
         }
-        Ok(Server { kind, threads })
+        Ok(Server {
+            kind,
+            threads,
+            bin,
+            env,
+        })
     }
 }
 
@@ -210,7 +249,8 @@ struct Args {
     #[argh(option, default = "std::env::temp_dir()")]
     dir: PathBuf,
     /// servers to run: uring,fallback,blocking,go,copy,go-real (default all but go-real);
-    /// uring:N and fallback:N run N engine threads
+    /// uring:N and fallback:N run N engine threads; KIND@PATH serves from another build of
+    /// this bench
     #[argh(option, default = "default_servers()")]
     servers: List<Server>,
     /// the real Go server that go-real runs (go build benches/support/go_sendfile_server.go)
@@ -229,7 +269,12 @@ fn default_servers() -> List<Server> {
     List(
         KINDS[..5]
             .iter()
-            .map(|&kind| Server { kind, threads: 1 })
+            .map(|&kind| Server {
+                kind,
+                threads: 1,
+                bin: None,
+                env: &[],
+            })
             .collect(),
     )
 }
@@ -572,10 +617,13 @@ fn serve_engine(
                         let tag = shared.accepted.fetch_add(1, Ordering::Relaxed);
                         socket_knobs(&sock);
                         let file = File::open(path)?;
-                        let t = Transfer::new(file, sock)
+                        let mut t = Transfer::new(file, sock)
                             .length(Length::Exact(len))
                             .source_offset(0)
                             .tag(tag as u64);
+                        if std::env::var("SENDFILE_STRATEGY").as_deref() == Ok("inline") {
+                            t = t.strategy(Strategy::Inline); // splice through a pipe
+                        }
                         engine.submit(t).map_err(|r| format!("submit: {r}"))?;
                         submitted = true;
                     }
@@ -1026,7 +1074,10 @@ impl ServerProc {
             Kind::GoReal => GO_SERVER.get().cloned().ok_or(
                 "go-real needs --go-server PATH (go build benches/support/go_sendfile_server.go)",
             )?,
-            _ => std::env::current_exe()?,
+            _ => match server.bin {
+                Some(b) => b.to_path_buf(),
+                None => std::env::current_exe()?,
+            },
         };
         let mut child = Command::new(bin)
             .arg("--serve")
@@ -1041,6 +1092,7 @@ impl ServerProc {
                     .into_iter()
                     .flatten(),
             )
+            .envs(server.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
