@@ -88,7 +88,7 @@ use ringsplice::{BackendPreference, Engine, Length, Strategy, Transfer};
 
 #[path = "../examples/support/listen.rs"]
 mod listen;
-use listen::{listen_reuseport, listen_wide};
+use listen::listen_per_thread;
 
 #[path = "../examples/support/flags.rs"]
 mod flags;
@@ -482,21 +482,6 @@ impl LoopTimes {
     }
 }
 
-/// One listener, or `threads` listeners on one port with `SO_REUSEPORT` (the first picks
-/// the port), as `examples/proxy.rs --threads N` binds them.
-fn listeners(threads: usize) -> BoxResult<Vec<TcpListener>> {
-    if threads <= 1 {
-        return Ok(vec![listen_wide("127.0.0.1:0".parse()?)?]);
-    }
-    let first = listen_reuseport("127.0.0.1:0".parse()?)?;
-    let addr = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..threads {
-        all.push(listen_reuseport(addr)?);
-    }
-    Ok(all)
-}
-
 /// An experiment's setting from the environment (bytes), for the server child.
 fn knob(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -851,7 +836,7 @@ fn serve_main(a: ServeArgs) -> BoxResult<()> {
     });
     let len = std::fs::metadata(&path)?.len();
     let _ = FILE.set((path.clone(), len));
-    let listeners = listeners(threads)?;
+    let listeners = listen_per_thread("127.0.0.1:0".parse()?, threads)?;
     let listener = listeners[0].try_clone()?;
     let mut out = io::stdout().lock();
     writeln!(out, "listening {}", listeners[0].local_addr()?)?;

@@ -27,14 +27,13 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use ringsplice::{Engine, Transfer};
 
 #[path = "support/listen.rs"]
 mod listen;
-use listen::{listen_reuseport, listen_wide};
+use listen::{listen_per_thread, spawn_per_listener};
 
 #[path = "support/signals.rs"]
 mod signals;
@@ -101,27 +100,13 @@ fn main() -> BoxResult<()> {
     let args: Args = argh::from_env();
     let len = std::fs::metadata(&args.file)?.len();
     signals::handle_signals()?;
-    // One listener per thread on one address; the first fixes the port for port 0. One
-    // thread sets no SO_REUSEPORT, so a second server on its port fails to bind.
-    let bind = if args.threads > 1 {
-        listen_reuseport
-    } else {
-        listen_wide
-    };
-    let first = bind(args.listen)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..args.threads {
-        listeners.push(bind(addr)?);
-    }
-    let (ready_tx, ready) = mpsc::channel();
-    let workers: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| {
-            let (file, verbose, ready_tx) = (args.file.clone(), args.verbose, ready_tx.clone());
-            thread::spawn(move || serve(listener, &file, verbose, ready_tx))
-        })
-        .collect();
+    // One listener per thread, all on one address (SO_REUSEPORT when there are several).
+    let listeners = listen_per_thread(args.listen, args.threads)?;
+    let addr = listeners[0].local_addr()?;
+    let (file, verbose) = (args.file.clone(), args.verbose);
+    let (workers, ready) = spawn_per_listener(listeners, move |listener, ready| {
+        serve(listener, &file, verbose, ready)
+    });
     // Every thread's engine is built before the line that says the server is up.
     for backend in ready.iter().take(args.threads) {
         println!("backend: {backend}");
