@@ -21,6 +21,14 @@
 //! - `copy`: `std::io::copy(&mut File, &mut TcpStream)` on a thread per client (std sends no
 //!   file to a socket with `sendfile`: an 8 KiB `read`/`write` loop).
 //!
+//! A server name may carry: `:N`, N engine threads for `uring`/`fallback` (each its own
+//! engine and `SO_REUSEPORT` listener, as `file_server --threads N`); `@PATH`, another
+//! build of this bench to serve from (the engine before a change against after it, in one
+//! run); `+key=value` settings for an experiment, read by the ringsplice servers:
+//! `fairness` and `chunk` (`Builder::fairness_bytes`, `chunk_size`), `sndbuf` and `lowat`
+//! (`SO_SNDBUF`, `TCP_NOTSENT_LOWAT` on each served socket), `strategy=inline` (splice
+//! through a pipe instead of `sendfile`). E.g. `--servers uring,uring+fairness=16777216`.
+//!
 //! Every server runs in its own child process (this binary again, with the hidden
 //! `--serve KIND`), so its CPU is its own: `getrusage(RUSAGE_SELF)` in the server from just
 //! after it listens to its last byte, every thread included (io_uring's `iou-wrk-*` io-wq
@@ -70,16 +78,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringsplice::{BackendPreference, Engine, Length, Transfer};
+use ringsplice::{BackendPreference, Engine, Length, Strategy, Transfer};
 
 #[path = "../examples/support/listen.rs"]
 mod listen;
-use listen::listen_wide;
+use listen::listen_per_thread;
 
 #[path = "../examples/support/flags.rs"]
 mod flags;
@@ -153,6 +162,75 @@ impl std::str::FromStr for Kind {
     }
 }
 
+/// A server to run: its kind, and for ringsplice the number of engine threads (`uring:2`:
+/// two threads, each with its own engine and its own `SO_REUSEPORT` listener on one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Server {
+    kind: Kind,
+    threads: usize,
+    /// Another build of this bench to serve from (`uring@/saved/sendfile-bench`): an
+    /// engine before and after a change, in one run.
+    bin: Option<&'static Path>,
+    /// Settings for an experiment (`uring+fairness=16777216`): `SENDFILE_FAIRNESS=...` in
+    /// the server's environment (see [`knob`]).
+    env: &'static [(String, String)],
+}
+
+impl Server {
+    fn label(self) -> String {
+        let mut l = self.kind.label().to_string();
+        if self.threads > 1 {
+            l += &format!(", {} threads", self.threads);
+        }
+        if let Some(b) = self.bin {
+            l += &format!(
+                " [{}]",
+                b.file_name().map_or("?".into(), |n| n.to_string_lossy())
+            );
+        }
+        for (k, v) in self.env {
+            l += &format!(" {}={v}", k.trim_start_matches("SENDFILE_").to_lowercase());
+        }
+        l
+    }
+}
+
+impl std::str::FromStr for Server {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Server, String> {
+        let mut parts = s.split('+');
+        let s = parts.next().unwrap_or_default();
+        let env: Vec<(String, String)> = parts
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').ok_or(format!("{kv:?}: KEY=VALUE"))?;
+                Ok((format!("SENDFILE_{}", k.to_uppercase()), v.to_string()))
+            })
+            .collect::<Result<_, String>>()?;
+        let env = &*Box::leak(env.into_boxed_slice());
+        let (s, bin) = match s.split_once('@') {
+            Some((k, b)) => (k, Some(&*Box::leak(PathBuf::from(b).into_boxed_path()))),
+            None => (s, None),
+        };
+        let (kind, threads) = match s.split_once(':') {
+            Some((k, t)) => (k, flags::positive(t)?),
+            None => (s, 1),
+        };
+        let kind: Kind = kind.parse()?;
+        if threads > 1 && !matches!(kind, Kind::Uring | Kind::Fallback) {
+            return Err(format!(
+                "{s:?}: only uring and fallback take a thread count"
+            ));
+        }
+        Ok(Server {
+            kind,
+            threads,
+            bin,
+            env,
+        })
+    }
+}
+
 /// One file sent whole, once per round, to each of N concurrent clients on 127.0.0.1 by
 /// each server in turn, every server in its own process.
 #[derive(argh::FromArgs)]
@@ -173,9 +251,11 @@ struct Args {
     /// directory for the file (default the temp dir)
     #[argh(option, default = "std::env::temp_dir()")]
     dir: PathBuf,
-    /// servers to run: uring,fallback,blocking,go,copy,go-real (default all but go-real)
-    #[argh(option, default = "List(KINDS[..5].to_vec())")]
-    servers: List<Kind>,
+    /// servers to run: uring,fallback,blocking,go,copy,go-real (default all but go-real);
+    /// uring:N and fallback:N run N engine threads; KIND@PATH serves from another build of
+    /// this bench
+    #[argh(option, default = "default_servers()")]
+    servers: List<Server>,
     /// the real Go server that go-real runs (go build benches/support/go_sendfile_server.go)
     #[argh(option)]
     go_server: Option<PathBuf>,
@@ -186,6 +266,20 @@ struct Args {
     /// how many times a disturbed run is repeated at most (default 3)
     #[argh(option, default = "3")]
     retries: usize,
+}
+
+fn default_servers() -> List<Server> {
+    List(
+        KINDS[..5]
+            .iter()
+            .map(|&kind| Server {
+                kind,
+                threads: 1,
+                bin: None,
+                env: &[],
+            })
+            .collect(),
+    )
 }
 
 /// `--clients`: a list of counts, each above zero.
@@ -209,6 +303,9 @@ struct ServeArgs {
     /// how many clients to serve
     #[argh(option)]
     clients: usize,
+    /// engine threads (uring, fallback; default 1)
+    #[argh(option, default = "1")]
+    threads: usize,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,26 +482,97 @@ impl LoopTimes {
     }
 }
 
+/// An experiment's setting from the environment (bytes), for the server child.
+fn knob(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// `SENDFILE_SNDBUF` (`SO_SNDBUF`) and `SENDFILE_LOWAT` (`TCP_NOTSENT_LOWAT`) on a served
+/// socket, when set.
+fn socket_knobs(sock: &TcpStream) {
+    for (name, level, opt) in [
+        ("SENDFILE_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF),
+        ("SENDFILE_LOWAT", libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+    ] {
+        if let Some(v) = knob(name) {
+            let v = v as libc::c_int;
+            // SAFETY: setsockopt on an open socket with a valid int.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    level,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+}
+
+/// Counts shared by the engine threads of one server: connections accepted and served.
+#[derive(Default)]
+struct Shared {
+    accepted: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+/// ringsplice with one engine per listener, each on its own thread; the loop times are the
+/// worst over the threads.
+fn serve_engines(
+    pref: BackendPreference,
+    listeners: Vec<TcpListener>,
+    path: &Path,
+    len: u64,
+    n: usize,
+) -> BoxResult<Served> {
+    let shared = Arc::new(Shared::default());
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let (shared, path) = (shared.clone(), path.to_path_buf());
+            thread::spawn(move || {
+                serve_engine(pref, l, &path, len, n, &shared).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let (mut times, mut stats) = (LoopTimes::default(), Vec::new());
+    for t in threads {
+        let (t, s) = t.join().map_err(|_| "engine thread panicked")??;
+        times.stall = times.stall.max(t.stall);
+        times.busy = times.busy.max(t.busy);
+        times.sleeps += t.sleeps;
+        stats.push(s);
+    }
+    Ok(times.served(stats.join(" | ")))
+}
+
 fn serve_engine(
     pref: BackendPreference,
     listener: TcpListener,
     path: &Path,
     len: u64,
     n: usize,
-) -> BoxResult<Served> {
-    let mut engine = Engine::builder()
+    shared: &Shared,
+) -> BoxResult<(LoopTimes, String)> {
+    let mut b = Engine::builder()
         .backend(pref)
         .honor_env(false)
-        .max_transfers(n)
-        .build()?;
+        .max_transfers(n);
+    if let Some(v) = knob("SENDFILE_FAIRNESS") {
+        b = b.fairness_bytes(v);
+    }
+    if let Some(v) = knob("SENDFILE_CHUNK") {
+        b = b.chunk_size(v);
+    }
+    let mut engine = b.build()?;
     listener.set_nonblocking(true)?;
-    let (mut accepted, mut finished) = (0usize, 0usize);
     let mut done = Vec::new();
     let mut times = LoopTimes::default();
-    while finished < n {
+    while shared.finished.load(Ordering::Relaxed) < n {
         let mut fds = [
             libc::pollfd {
-                fd: if accepted < n {
+                fd: if shared.accepted.load(Ordering::Relaxed) < n {
                     listener.as_raw_fd()
                 } else {
                     -1
@@ -418,8 +586,9 @@ fn serve_engine(
                 revents: 0,
             },
         ];
-        // SAFETY: two valid pollfds for the duration of the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+        // SAFETY: two valid pollfds for the duration of the call. The timeout bounds how
+        // late a thread sees that the others have served the last connection.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, 50) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -430,16 +599,20 @@ fn serve_engine(
         let t0 = LoopTimes::start();
         let mut submitted = false;
         if fds[0].revents != 0 {
-            while accepted < n {
+            loop {
                 match listener.accept() {
                     Ok((sock, _)) => {
+                        let tag = shared.accepted.fetch_add(1, Ordering::Relaxed);
+                        socket_knobs(&sock);
                         let file = File::open(path)?;
-                        let t = Transfer::new(file, sock)
+                        let mut t = Transfer::new(file, sock)
                             .length(Length::Exact(len))
                             .source_offset(0)
-                            .tag(accepted as u64);
+                            .tag(tag as u64);
+                        if std::env::var("SENDFILE_STRATEGY").as_deref() == Ok("inline") {
+                            t = t.strategy(Strategy::Inline); // splice through a pipe
+                        }
                         engine.submit(t).map_err(|r| format!("submit: {r}"))?;
-                        accepted += 1;
                         submitted = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -461,12 +634,13 @@ fn serve_engine(
                         format!("transfer {}: {} of {len} bytes", c.tag, c.delivered).into(),
                     );
                 }
-                finished += 1; // dropping the completion closes the socket
+                // Dropping the completion closes the socket.
+                shared.finished.fetch_add(1, Ordering::Relaxed);
             }
         }
         times.end(t0);
     }
-    Ok(times.served(format!("{:?}", engine.stats())))
+    Ok((times, format!("{:?}", engine.stats())))
 }
 
 /// One thread per client; `each` serves one socket and returns its longest call.
@@ -648,7 +822,7 @@ fn serve_go(listener: TcpListener, path: &Path, len: u64, n: usize) -> BoxResult
 
 /// The child: `--serve KIND --file PATH --clients N`.
 fn serve_main(a: ServeArgs) -> BoxResult<()> {
-    let (kind, path, n) = (a.kind, a.file, a.clients);
+    let (kind, path, n, threads) = (a.kind, a.file, a.clients, a.threads);
     // The parent closes our stdin to end us (also by dying); a deadline ends us anyway.
     thread::spawn(|| {
         let mut sink = Vec::new();
@@ -662,14 +836,15 @@ fn serve_main(a: ServeArgs) -> BoxResult<()> {
     });
     let len = std::fs::metadata(&path)?.len();
     let _ = FILE.set((path.clone(), len));
-    let listener = listen_wide("127.0.0.1:0".parse()?)?;
+    let listeners = listen_per_thread("127.0.0.1:0".parse()?, threads)?;
+    let listener = listeners[0].try_clone()?;
     let mut out = io::stdout().lock();
-    writeln!(out, "listening {}", listener.local_addr()?)?;
+    writeln!(out, "listening {}", listeners[0].local_addr()?)?;
     out.flush()?;
     let (cpu0, csw0) = self_usage();
     let served = match kind {
-        Kind::Uring => serve_engine(BackendPreference::IoUring, listener, &path, len, n)?,
-        Kind::Fallback => serve_engine(BackendPreference::Fallback, listener, &path, len, n)?,
+        Kind::Uring => serve_engines(BackendPreference::IoUring, listeners, &path, len, n)?,
+        Kind::Fallback => serve_engines(BackendPreference::Fallback, listeners, &path, len, n)?,
         Kind::Blocking => Served {
             stall: Some(serve_threads(listener, n, blocking_sendfile)?),
             busy: None,
@@ -784,50 +959,79 @@ impl Drop for TestFile {
     }
 }
 
-/// N clients, each reading the whole file from `addr`. Returns the wall time and the
-/// longest wait of any client between reads.
-fn run_clients(addr: SocketAddr, n: usize, len: u64) -> BoxResult<(Duration, Duration)> {
+/// What the clients did in one run: the wall time, the longest wait of any client between
+/// reads, and the receiving side's cost summed over the client threads.
+struct Clients {
+    wall: Duration,
+    gap: Duration,
+    /// CPU (user + system) of the client threads (`getrusage(RUSAGE_THREAD)` in each).
+    cpu: Duration,
+    /// `read` calls that returned data.
+    reads: u64,
+    /// Times a client thread went to sleep (voluntary context switches): its wake-ups.
+    sleeps: u64,
+}
+
+/// One client: connects, reads to end of file, and says what it got and what it cost.
+fn client(addr: SocketAddr) -> io::Result<(u64, Duration, Duration, u64, u64)> {
+    let (cpu0, vcsw0) = thread_usage();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(CLIENT_READ_TIMEOUT))?;
+    let mut buf = vec![0u8; CLIENT_BUF];
+    let (mut got, mut gap, mut last, mut reads) = (0u64, Duration::ZERO, Instant::now(), 0u64);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                let (cpu1, vcsw1) = thread_usage();
+                return Ok((got, gap, cpu1.saturating_sub(cpu0), reads, vcsw1 - vcsw0));
+            }
+            Ok(k) => {
+                got += k as u64;
+                reads += 1;
+                let now = Instant::now();
+                gap = gap.max(now - last);
+                last = now;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no data for {CLIENT_READ_TIMEOUT:?} after {got} bytes"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// N clients, each reading the whole file from `addr`.
+fn run_clients(addr: SocketAddr, n: usize, len: u64) -> BoxResult<Clients> {
     let t0 = Instant::now();
     let threads: Vec<_> = (0..n)
-        .map(|_| {
-            thread::spawn(move || -> io::Result<(u64, Duration)> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-                s.set_read_timeout(Some(CLIENT_READ_TIMEOUT))?;
-                let mut buf = vec![0u8; CLIENT_BUF];
-                let (mut got, mut gap, mut last) = (0u64, Duration::ZERO, Instant::now());
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => return Ok((got, gap)),
-                        Ok(k) => {
-                            got += k as u64;
-                            let now = Instant::now();
-                            gap = gap.max(now - last);
-                            last = now;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) =>
-                        {
-                            return Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                format!("no data for {CLIENT_READ_TIMEOUT:?} after {got} bytes"),
-                            ));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            })
-        })
+        .map(|_| thread::spawn(move || client(addr)))
         .collect();
-    let mut gap = Duration::ZERO;
+    let mut c = Clients {
+        wall: Duration::ZERO,
+        gap: Duration::ZERO,
+        cpu: Duration::ZERO,
+        reads: 0,
+        sleeps: 0,
+    };
     let mut first_err = None;
     for (i, t) in threads.into_iter().enumerate() {
         match t.join() {
-            Ok(Ok((got, g))) if got == len => gap = gap.max(g),
-            Ok(Ok((got, _))) => {
+            Ok(Ok((got, g, cpu, reads, sleeps))) if got == len => {
+                c.gap = c.gap.max(g);
+                c.cpu += cpu;
+                c.reads += reads;
+                c.sleeps += sleeps;
+            }
+            Ok(Ok((got, ..))) => {
                 first_err.get_or_insert(format!("client {i}: got {got} of {len} bytes"));
             }
             Ok(Err(e)) => {
@@ -841,7 +1045,8 @@ fn run_clients(addr: SocketAddr, n: usize, len: u64) -> BoxResult<(Duration, Dur
     if let Some(e) = first_err {
         return Err(e.into());
     }
-    Ok((t0.elapsed(), gap))
+    c.wall = t0.elapsed();
+    Ok(c)
 }
 
 /// A server child, killed if still there when dropped.
@@ -851,12 +1056,16 @@ struct ServerProc {
 }
 
 impl ServerProc {
-    fn start(kind: Kind, path: &Path, n: usize) -> BoxResult<ServerProc> {
+    fn start(server: Server, path: &Path, n: usize) -> BoxResult<ServerProc> {
+        let kind = server.kind;
         let bin = match kind {
             Kind::GoReal => GO_SERVER.get().cloned().ok_or(
                 "go-real needs --go-server PATH (go build benches/support/go_sendfile_server.go)",
             )?,
-            _ => std::env::current_exe()?,
+            _ => match server.bin {
+                Some(b) => b.to_path_buf(),
+                None => std::env::current_exe()?,
+            },
         };
         let mut child = Command::new(bin)
             .arg("--serve")
@@ -865,6 +1074,13 @@ impl ServerProc {
             .arg(path)
             .arg("--clients")
             .arg(n.to_string())
+            .args(
+                (server.threads > 1)
+                    .then(|| ["--threads".to_string(), server.threads.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .envs(server.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -927,6 +1143,11 @@ struct Run {
     busy: Option<Duration>,
     sleeps: Option<u64>,
     gap: Duration,
+    /// The receiving side: the client threads' CPU per GB, bytes per `read` that returned
+    /// data, and the client threads' sleeps (each one a wake-up later) per GiB.
+    cli_cpu_per_gb: f64,
+    bytes_per_read: f64,
+    cli_wakes_per_gib: f64,
     /// CPU used by other processes during the run, as a share of the machine.
     other: f64,
     stats: String,
@@ -938,7 +1159,7 @@ fn field<'a>(line: &'a str, key: &str) -> BoxResult<&'a str> {
         .ok_or_else(|| format!("server line without {key}: {line:?}").into())
 }
 
-fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> {
+fn run_one(kind: Server, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> {
     let total = n as u64 * file.len;
     let server = ServerProc::start(kind, &file.path, n)?;
     let line = server.line("listening line", Duration::from_secs(10))?;
@@ -954,7 +1175,8 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
     let proc0 = proc_cpu_secs(pid)?;
     let (busy0, cpus) = machine_busy_secs()?;
     let (me0, _) = self_usage();
-    let (wall, gap) = run_clients(addr, n, file.len)?;
+    let clients = run_clients(addr, n, file.len)?;
+    let (wall, gap) = (clients.wall, clients.gap);
     let (busy1, _) = machine_busy_secs()?;
     let (me1, _) = self_usage();
     let limit = Duration::from_secs(60 + 10 * total.div_ceil(1 << 30));
@@ -986,12 +1208,16 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
         busy: (busy_us >= 0).then(|| Duration::from_micros(busy_us as u64)),
         sleeps: (sleeps >= 0).then_some(sleeps as u64),
         gap,
+        cli_cpu_per_gb: clients.cpu.as_secs_f64() / gb,
+        bytes_per_read: total as f64 / clients.reads.max(1) as f64,
+        cli_wakes_per_gib: clients.sleeps as f64 / (total as f64 / (1u64 << 30) as f64),
         other,
         stats,
     };
     eprintln!(
-        "  {:<23} {:>6.2} GB/s ({:.2} s)  CPU {:.3} s (getrusage) / {:.2} s (/proc ticks)  \
-         resident {:>5.1}%  stall {}  busy {}  sleeps {}  gap {:.1} ms  other {:.0}%",
+        "  {:<26} {:>6.2} GB/s ({:.2} s)  CPU {:.3} s (getrusage) / {:.2} s (/proc ticks)  \
+         resident {:>5.1}%  stall {}  busy {}  sleeps {}  gap {:.1} ms  clients {:.3} CPU-s/GB \
+         {:.0} KiB/read {:.0} wakes/GiB  other {:.0}%",
         kind.label(),
         run.gbps,
         wall.as_secs_f64(),
@@ -1008,6 +1234,9 @@ fn run_one(kind: Kind, file: &TestFile, n: usize, cold: bool) -> BoxResult<Run> 
         )),
         run.sleeps.map_or("-".to_string(), |n| n.to_string()),
         gap.as_secs_f64() * 1e3,
+        run.cli_cpu_per_gb,
+        run.bytes_per_read / 1024.0,
+        run.cli_wakes_per_gib,
         other * 100.0,
     );
     Ok(run)
@@ -1088,8 +1317,16 @@ fn bench_main(args: Args) -> BoxResult<()> {
 }
 
 fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[usize]) {
-    let base = args.servers.0.iter().position(|&k| k == Kind::Blocking);
-    let ratio = |i: usize, f: fn(&Run) -> f64| -> String {
+    let find = |k: Kind| {
+        args.servers
+            .0
+            .iter()
+            .position(|s| s.kind == k && s.threads == 1)
+    };
+    let blk = find(Kind::Blocking);
+    let go = find(Kind::GoReal).or(find(Kind::Go));
+    // Per round, this server's figure over the baseline's; the median of those.
+    let ratio = |base: Option<usize>, i: usize, f: fn(&Run) -> f64| -> String {
         let Some(b) = base else {
             return "-".into();
         };
@@ -1113,13 +1350,19 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         args.rounds
     );
     println!(
-        "{:<23} {:>6} {:>11} {:>6} | {:>8} {:>6} | {:>9} | {:>8} {:>7} {:>6} {:>8} | {:>6}",
+        "{:<44} {:>6} {:>11} {:>5} {:>5} | {:>8} {:>5} {:>5} | {:>8} {:>5} {:>8} {:>9} | {:>9} | {:>8} {:>7} {:>6} {:>8} | {:>6}",
         "server",
         "GB/s",
         "range",
         "x blk",
+        "x go",
         "CPU-s/GB",
         "x blk",
+        "x go",
+        "cli CPU",
+        "x go",
+        "KiB/read",
+        "wakes/GiB",
         "ctxsw/GiB",
         "stall ms",
         "busy ms",
@@ -1127,12 +1370,13 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         "gap ms",
         "other"
     );
-    for (i, kind) in args.servers.0.iter().enumerate() {
+    for (i, server) in args.servers.0.iter().enumerate() {
         let r = &runs[i];
         let g: Vec<f64> = r.iter().map(|x| x.gbps).collect();
         let (lo, hi) = g
             .iter()
             .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let med = |f: fn(&Run) -> f64| median(&r.iter().map(f).collect::<Vec<_>>());
         let med_of = |v: Vec<f64>, prec: usize| {
             if v.is_empty() {
                 "-".to_string()
@@ -1149,14 +1393,20 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
             0,
         );
         println!(
-            "{:<23} {:>6.2} {:>11} {:>6} | {:>8.3} {:>6} | {:>9.0} | {:>8} {:>7} {:>6} {:>8.1} | {:>6}",
-            kind.label(),
+            "{:<44} {:>6.2} {:>11} {:>5} {:>5} | {:>8.3} {:>5} {:>5} | {:>8.3} {:>5} {:>8.0} {:>9.0} | {:>9.0} | {:>8} {:>7} {:>6} {:>8.1} | {:>6}",
+            server.label(),
             median(&g),
             format!("{lo:.2}-{hi:.2}"),
-            ratio(i, |x| x.gbps),
-            median(&r.iter().map(|x| x.cpu_per_gb).collect::<Vec<_>>()),
-            ratio(i, |x| x.cpu_per_gb),
-            median(&r.iter().map(|x| x.csw_per_gib).collect::<Vec<_>>()),
+            ratio(blk, i, |x| x.gbps),
+            ratio(go, i, |x| x.gbps),
+            med(|x| x.cpu_per_gb),
+            ratio(blk, i, |x| x.cpu_per_gb),
+            ratio(go, i, |x| x.cpu_per_gb),
+            med(|x| x.cli_cpu_per_gb),
+            ratio(go, i, |x| x.cli_cpu_per_gb),
+            med(|x| x.bytes_per_read) / 1024.0,
+            med(|x| x.cli_wakes_per_gib),
+            med(|x| x.csw_per_gib),
             stall,
             busy,
             sleeps,
@@ -1173,8 +1423,12 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
         );
     }
     println!(
-        "x blk: this server's figure / the blocking sendfile loop's in the same round (median \
-         of rounds). CPU: the server process only (getrusage, all threads incl. io-wq workers).\n\
+        "x blk / x go: this server's figure over the blocking sendfile loop's / Go's (real Go \
+         if run, else the Go-style server) in the same round (median of rounds). CPU-s/GB: \
+         the server process only (getrusage, all threads incl. io-wq workers).\n\
+         cli CPU: the receiving side, the client threads' CPU per GB (getrusage(RUSAGE_THREAD) \
+         in each, summed); KiB/read: bytes per client read that returned data (256 KiB buffer); \
+         wakes/GiB: client threads' sleeps (voluntary context switches) per GiB.\n\
          stall: longest iteration of a single-thread server's loop, wall time, preemption \
          included (blocking: longest sendfile call, a whole transfer on a blocking socket); \
          busy: most CPU one iteration used; sleeps: times the loop thread blocked inside an \
@@ -1184,11 +1438,11 @@ fn print_table(args: &Args, n: usize, len: u64, runs: &[Vec<Run>], repeated: &[u
          softirqs on idle CPUs), as a share of all CPUs; runs above --max-other were run again \
          (up to --retries times, counted as \"rerun\"): a high value is a run kept after its last retry."
     );
-    for (i, kind) in args.servers.0.iter().enumerate() {
+    for (i, server) in args.servers.0.iter().enumerate() {
         if let Some(r) = runs[i].last()
             && !r.stats.is_empty()
         {
-            println!("{} (last round): {}", kind.label(), r.stats);
+            println!("{} (last round): {}", server.label(), r.stats);
         }
     }
 }

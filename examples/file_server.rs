@@ -12,6 +12,9 @@
 //!   socket with unread input would send a reset and could drop the file's tail still in
 //!   the send buffer.
 //! - One thread, one `poll(2)`: the listener, the engine's fd and the lingering sockets.
+//!   With `--threads N`, N such threads, each with its own engine and its own listener on
+//!   the same address (`SO_REUSEPORT`, as `examples/proxy.rs` does): the kernel spreads the
+//!   connections over them, and they share nothing.
 //! - `SIGINT`/`SIGTERM` stop the loop; dropping the engine cancels what is in flight.
 //!
 //! The bytes are spliced from the page cache: a write to the file while it is being sent
@@ -22,13 +25,21 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ringsplice::{Engine, Transfer};
 
+#[path = "support/listen.rs"]
+mod listen;
+use listen::{listen_per_thread, spawn_per_listener};
+
 #[path = "support/signals.rs"]
 mod signals;
+
+#[path = "support/flags.rs"]
+mod flags;
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -45,6 +56,9 @@ struct Args {
     /// the file every client gets
     #[argh(option)]
     file: PathBuf,
+    /// threads, each with its own engine and SO_REUSEPORT listener (default 1)
+    #[argh(option, default = "1", from_str_fn(flags::positive))]
+    threads: usize,
     /// a line per connection
     #[argh(switch)]
     verbose: bool,
@@ -86,19 +100,60 @@ fn main() -> BoxResult<()> {
     let args: Args = argh::from_env();
     let len = std::fs::metadata(&args.file)?.len();
     signals::handle_signals()?;
-    let mut engine = Engine::new()?;
+    // One listener per thread, all on one address (SO_REUSEPORT when there are several).
+    let listeners = listen_per_thread(args.listen, args.threads)?;
+    let addr = listeners[0].local_addr()?;
+    let (file, verbose) = (args.file.clone(), args.verbose);
+    let (workers, ready) = spawn_per_listener(listeners, move |listener, ready| {
+        serve(listener, &file, verbose, ready)
+    });
+    // Every thread's engine is built before the line that says the server is up.
+    for backend in ready.iter().take(args.threads) {
+        println!("backend: {backend}");
+    }
     println!(
-        "backend: {} ({})",
-        engine.backend(),
-        engine.backend_reason()
-    );
-    let listener = TcpListener::bind(args.listen)?;
-    listener.set_nonblocking(true)?;
-    println!(
-        "serving {} ({len} bytes) on {} (Ctrl-C to stop)",
+        "serving {} ({len} bytes) on {addr} with {} thread(s) (Ctrl-C to stop)",
         args.file.display(),
-        listener.local_addr()?
+        args.threads
     );
+    for w in workers {
+        w.join().map_err(|_| "a server thread panicked")??;
+    }
+    Ok(())
+}
+
+/// One thread of the server, on its own engine (built here: an io_uring is driven by the
+/// thread that made it) and listener, until SIGINT/SIGTERM. Sends the engine's backend on
+/// `ready` once it is built.
+fn serve(
+    listener: TcpListener,
+    path: &Path,
+    verbose: bool,
+    ready: mpsc::Sender<String>,
+) -> Result<(), String> {
+    let run = || -> BoxResult<()> {
+        let mut engine = Engine::new()?;
+        let _ = ready.send(format!(
+            "{} ({})",
+            engine.backend(),
+            engine.backend_reason()
+        ));
+        drop(ready);
+        serve_loop(&listener, &mut engine, path, verbose)
+    };
+    run().map_err(|e| {
+        eprintln!("file_server: {e}");
+        e.to_string()
+    })
+}
+
+fn serve_loop(
+    listener: &TcpListener,
+    engine: &mut Engine,
+    path: &Path,
+    verbose: bool,
+) -> BoxResult<()> {
+    listener.set_nonblocking(true)?;
 
     let mut counts = Counts::default();
     let mut lingering: Vec<Lingering> = Vec::new();
@@ -142,10 +197,10 @@ fn main() -> BoxResult<()> {
                     }
                 };
                 counts.accepted += 1;
-                let file = match File::open(&args.file) {
+                let file = match File::open(path) {
                     Ok(f) => f,
                     Err(e) => {
-                        eprintln!("{peer}: open {}: {e}", args.file.display());
+                        eprintln!("{peer}: open {}: {e}", path.display());
                         counts.failed += 1;
                         continue;
                     }
@@ -168,7 +223,7 @@ fn main() -> BoxResult<()> {
                     eprintln!("connection {}: {e} after {} bytes", c.tag, c.delivered);
                 }
             }
-            if args.verbose {
+            if verbose {
                 println!(
                     "connection {}: {} bytes, {:?}",
                     c.tag, c.delivered, c.result
@@ -203,7 +258,7 @@ fn main() -> BoxResult<()> {
         lingering.len()
     );
     println!("stats: {:?}", engine.stats());
-    // Dropping the engine cancels the transfers still running; their sockets then close.
-    drop(engine);
+    // Dropping the engine (the caller's) cancels the transfers still running; their
+    // sockets then close.
     Ok(())
 }

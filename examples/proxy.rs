@@ -36,14 +36,13 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, mpsc};
-use std::thread;
 use std::time::Duration;
 
 use ringsplice::{Completion, Endpoint, Engine, Stats, Strategy, Transfer, TransferId};
 
 #[path = "support/listen.rs"]
 mod listen;
-use listen::{listen_reuseport, listen_wide};
+use listen::{listen_per_thread, spawn_per_listener};
 
 #[path = "support/signals.rs"]
 mod signals;
@@ -227,34 +226,16 @@ impl Proxy {
 fn main() -> BoxResult<()> {
     let args: Args = argh::from_env();
     signals::handle_signals()?;
-    // One listener per thread, all on one address. With several, each sets SO_REUSEPORT
-    // before bind; the first fixes the port when --listen asks for port 0. (One thread sets
-    // no SO_REUSEPORT: a second proxy started on its port by mistake fails to bind instead
-    // of quietly taking half of the connections.)
-    let bind = if args.threads > 1 {
-        listen_reuseport
-    } else {
-        listen_wide
-    };
-    let first = bind(args.listen)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..args.threads {
-        listeners.push(bind(addr)?);
-    }
-    let (ready_tx, ready) = mpsc::channel();
-    let workers: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| {
-            let (args, ready_tx) = (args.clone(), ready_tx.clone());
-            thread::spawn(move || {
-                serve(listener, args, ready_tx).unwrap_or_else(|e| {
-                    eprintln!("proxy: {e}");
-                    std::process::exit(1)
-                })
-            })
+    // One listener per thread, all on one address (SO_REUSEPORT when there are several).
+    let listeners = listen_per_thread(args.listen, args.threads)?;
+    let addr = listeners[0].local_addr()?;
+    let serve_args = args.clone();
+    let (workers, ready) = spawn_per_listener(listeners, move |listener, ready| {
+        serve(listener, serve_args.clone(), ready).unwrap_or_else(|e| {
+            eprintln!("proxy: {e}");
+            std::process::exit(1)
         })
-        .collect();
+    });
     // Every thread's engine is built before the line that says the proxy is up.
     for (i, backend) in ready.iter().take(args.threads).enumerate() {
         println!("backend: {backend}{}", thread_tag(&args, i));

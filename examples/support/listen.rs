@@ -2,6 +2,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::thread;
 
 /// A listener on an IPv4 address with a backlog of 4096 (std's `bind` uses 128, which a burst of
 /// a thousand connects overflows).
@@ -9,10 +11,52 @@ pub(crate) fn listen_wide(addr: SocketAddr) -> io::Result<TcpListener> {
     listen(addr, false)
 }
 
+/// `threads` listeners on one address, one per thread: [`listen_wide`] for one; for several,
+/// [`listen_reuseport`] each, the first fixing the port when `addr` asks for port 0. (One
+/// thread sets no `SO_REUSEPORT`: a second server started on its port by mistake fails to
+/// bind instead of quietly taking half of the connections.)
+#[allow(dead_code)] // Not every includer runs threads.
+pub(crate) fn listen_per_thread(addr: SocketAddr, threads: usize) -> io::Result<Vec<TcpListener>> {
+    let bind = if threads > 1 {
+        listen_reuseport
+    } else {
+        listen_wide
+    };
+    let first = bind(addr)?;
+    let addr = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..threads {
+        all.push(bind(addr)?);
+    }
+    Ok(all)
+}
+
+/// One thread per listener, each running `serve(listener, ready)`; a thread sends one line on
+/// `ready` (its engine's backend) once it is set up. Returns the threads and the receiving
+/// end of `ready`.
+#[allow(dead_code)] // Not every includer runs threads.
+pub(crate) fn spawn_per_listener<T, F>(
+    listeners: Vec<TcpListener>,
+    serve: F,
+) -> (Vec<thread::JoinHandle<T>>, mpsc::Receiver<String>)
+where
+    T: Send + 'static,
+    F: Fn(TcpListener, mpsc::Sender<String>) -> T + Clone + Send + 'static,
+{
+    let (ready_tx, ready) = mpsc::channel();
+    let workers = listeners
+        .into_iter()
+        .map(|listener| {
+            let (serve, ready_tx) = (serve.clone(), ready_tx.clone());
+            thread::spawn(move || serve(listener, ready_tx))
+        })
+        .collect();
+    (workers, ready)
+}
+
 /// [`listen_wide`] with `SO_REUSEPORT` set before `bind`: several such listeners (of the
 /// same user) can bind one address, and the kernel spreads new connections over them by a
 /// hash of each connection's addresses.
-#[allow(dead_code)] // Only the proxy uses it.
 pub(crate) fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     listen(addr, true)
 }

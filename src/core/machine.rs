@@ -307,6 +307,24 @@ impl Machine {
         }
     }
 
+    /// After a send from a regular file into a pollable destination that moved less than
+    /// asked while the file has more (`more`), the destination is full: wait for it to be
+    /// writable rather than probe with one more call that would fail with `EAGAIN` (a
+    /// `sendfile` that fails so still reads a pipe's worth of the file first).
+    pub(crate) fn hint_short_write(&mut self, asked: usize, res: OpResult, more: bool) {
+        if let Ok(n) = res
+            && n > 0
+            && n < asked
+            && more
+            && self.src_always_ready
+            && !self.dst_always_ready
+            && self.remaining != Some(0)
+            && self.want == Want::Nothing
+        {
+            self.want = Want::Writable;
+        }
+    }
+
     /// Applies the result of a [`Action::Drain`].
     pub(crate) fn on_drain(&mut self, res: OpResult) {
         match res {
@@ -580,6 +598,26 @@ mod tests {
         f.hint_short_read(100, Ok(40));
         f.on_drain(Ok(40));
         assert_eq!(f.next(), Action::Fill { len: 100 });
+    }
+
+    #[test]
+    fn short_send_from_a_file_waits_for_the_destination() {
+        let mut f = m(Route::Direct, Some(1000));
+        f.set_always_ready(true, false);
+        f.on_direct(Ok(300));
+        f.hint_short_write(1000, Ok(300), true);
+        assert_eq!(f.next(), Action::WaitWritable);
+        // At the file's end a short send is its end, not a full socket.
+        let mut e = m(Route::Direct, None);
+        e.set_always_ready(true, false);
+        e.on_direct(Ok(300));
+        e.hint_short_write(1000, Ok(300), false);
+        assert_eq!(e.next(), Action::Direct { len: 100 });
+        // A full send, or a socket source, says nothing about the destination.
+        let mut s = m(Route::Direct, None);
+        s.on_direct(Ok(300));
+        s.hint_short_write(1000, Ok(300), true);
+        assert_eq!(s.next(), Action::Direct { len: 100 });
     }
 
     #[test]

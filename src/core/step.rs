@@ -159,6 +159,8 @@ fn send_cached_or_offload(r: &mut Running, cx: &mut Step<'_>, len: usize) -> Opt
         let res = sendfile::call(r.plan.src, off, r.plan.dst, len, cx.guard);
         count(cx, res);
         r.m.on_direct(res);
+        let sent = res.map_or(0, |n| n as u64);
+        r.m.hint_short_write(len, res, at + sent < end);
         return None;
     }
     if !r.lease(cx.id, cx.pipes, true) {
@@ -219,6 +221,12 @@ fn direct_step(r: &mut Running, cx: &mut Step<'_>, len: usize) {
     count(cx, res);
     r.m.on_direct(res);
     r.m.hint_short_read(len, res);
+    if r.plan.via == Via::Sendfile {
+        // Without the file's size a short send may be its end: only an exact length says
+        // there is more.
+        let more = r.m.remaining().is_some();
+        r.m.hint_short_write(len, res, more);
+    }
 }
 
 fn count(cx: &mut Step<'_>, res: OpResult) {
