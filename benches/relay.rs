@@ -84,16 +84,8 @@ struct Args {
 impl Args {
     /// `(connections, bytes each)`.
     fn workloads(&self) -> BoxResult<Vec<(usize, u64)>> {
-        let bytes = match (self.mib, self.kib) {
-            (Some(_), Some(_)) => return Err("--mib and --kib exclude each other".into()),
-            (Some(m), None) => Some(m << 20),
-            (None, Some(k)) => Some(k << 10),
-            (None, None) => None,
-        };
-        Ok(match (self.conns, bytes) {
-            (None, None) => vec![(64, 32 << 20), (1000, 1 << 20), (1000, 4 << 10)],
-            (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
-        })
+        let defaults = [(64, 32 << 20), (1000, 1 << 20), (1000, 4 << 10)];
+        relay_load::workloads(self.conns, self.mib, self.kib, &defaults)
     }
 }
 

@@ -84,16 +84,8 @@ fn relay_list(s: &str) -> Result<flags::List<String>, String> {
 
 fn parse_args() -> BoxResult<Args> {
     let f: Flags = flags::from_args_or_exit("tokio_relay", &flags::bench_args());
-    let bytes = match (f.mib, f.kib) {
-        (Some(_), Some(_)) => return Err("--mib and --kib exclude each other".into()),
-        (Some(m), None) => Some(m << 20),
-        (None, Some(k)) => Some(k << 10),
-        (None, None) => None,
-    };
-    let workloads = match (f.conns, bytes) {
-        (None, None) => vec![(64, 32 << 20), (1000, 1 << 20)],
-        (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
-    };
+    let defaults = [(64, 32 << 20), (1000, 1 << 20)];
+    let workloads = relay_load::workloads(f.conns, f.mib, f.kib, &defaults)?;
     let relays = match f.relays {
         Some(r) => r.0,
         None => RELAYS.iter().map(|s| s.to_string()).collect(),

@@ -164,3 +164,24 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// The workloads `(connections, bytes each)` that `--conns`, `--mib` and `--kib` ask for:
+/// `defaults` when none is given; otherwise one workload, 64 connections and 32 MiB each
+/// unless said.
+pub(crate) fn workloads(
+    conns: Option<usize>,
+    mib: Option<u64>,
+    kib: Option<u64>,
+    defaults: &[(usize, u64)],
+) -> BoxResult<Vec<(usize, u64)>> {
+    let bytes = match (mib, kib) {
+        (Some(_), Some(_)) => return Err("--mib and --kib exclude each other".into()),
+        (Some(m), None) => Some(m << 20),
+        (None, Some(k)) => Some(k << 10),
+        (None, None) => None,
+    };
+    Ok(match (conns, bytes) {
+        (None, None) => defaults.to_vec(),
+        (c, b) => vec![(c.unwrap_or(64), b.unwrap_or(32 << 20))],
+    })
+}
