@@ -374,8 +374,7 @@ impl Engine {
                     } else {
                         Dir::Write
                     };
-                    fresh = crate::op::poll::outcome(mask).is_ok();
-                    r.m.on_ready(dir, mask);
+                    fresh = r.m.on_ready(dir, mask);
                 }
                 OpKind::Fill => r.m.on_fill(cqe_res(res)),
                 OpKind::Drain => r.m.on_drain(cqe_res(res)),

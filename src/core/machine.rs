@@ -176,9 +176,11 @@ impl Machine {
 
     /// Applies the end of a readiness wait, from either driver: the side waited for is
     /// ready, or the wait failed and fails the transfer on that side ([`poll::outcome`]
-    /// says which results are failures, the same for `POLL_ADD` and epoll).
-    pub(crate) fn on_ready(&mut self, dir: Dir, res: Result<u32, i32>) {
-        match (poll::outcome(res), dir) {
+    /// says which results are failures, the same for `POLL_ADD` and epoll). Returns
+    /// whether the side is ready.
+    pub(crate) fn on_ready(&mut self, dir: Dir, res: Result<u32, i32>) -> bool {
+        let ready = poll::outcome(res);
+        match (ready, dir) {
             (Ok(()), _) => self.ready(),
             (Err(e), Dir::Read) => {
                 let err = Error::errno(Op::Poll, self.src_fd, e);
@@ -189,6 +191,7 @@ impl Machine {
                 self.set_error(Side::Destination, err);
             }
         }
+        ready.is_ok()
     }
 
     /// Fails the transfer from outside (pipe creation failure, …).
