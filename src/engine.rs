@@ -308,7 +308,9 @@ impl Engine {
 
     fn expire(&mut self, now: Instant) {
         for id in self.core.slots.expired(now) {
-            self.cancel_id(id);
+            if !self.core.end_linger(id) {
+                self.cancel_id(id);
+            }
         }
     }
 

@@ -123,7 +123,8 @@ pub enum Error {
     Cancelled,
     /// The transfer's deadline ([`Transfer::timeout`](crate::Transfer::timeout)) or idle
     /// timeout ([`Transfer::idle_timeout`](crate::Transfer::idle_timeout)) passed; it was
-    /// cancelled.
+    /// cancelled. For a best-effort fan-out destination: the
+    /// [linger](crate::FanOut::linger) ended before it had every byte.
     #[error("transfer timed out")]
     TimedOut,
     /// `submit` was refused: the configured maximum of transfers is in flight.

@@ -2,6 +2,7 @@
 //! destination got ([`Branch`] in the [`Completion`](crate::Completion)).
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -57,7 +58,12 @@ pub struct FanOut {
     pub(crate) len: Length,
     pub(crate) tag: u64,
     pub(crate) shutdown_destinations: bool,
+    pub(crate) linger: Option<Duration>,
 }
+
+/// How long best-effort destinations may go on delivering once the main path is done,
+/// unless [`FanOut::linger`] says otherwise.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 
 impl FanOut {
     /// A fan-out of everything `source` yields until end of file; add destinations with
@@ -69,6 +75,7 @@ impl FanOut {
             len: Length::UntilEof,
             tag: 0,
             shutdown_destinations: false,
+            linger: Some(DEFAULT_LINGER),
         }
     }
 
@@ -90,11 +97,28 @@ impl FanOut {
         self
     }
 
-    /// Once the fan-out completes `Ok`, shut down the write side of every socket
-    /// destination that got every byte (a half-close passed on, as
-    /// [`Transfer::shutdown_destination`](crate::Transfer::shutdown_destination) does).
+    /// Pass the half-close on (as
+    /// [`Transfer::shutdown_destination`](crate::Transfer::shutdown_destination) does):
+    /// shut down the write side of every socket destination that got every byte. The
+    /// required ones are shut down as soon as the main path is done (see
+    /// [`linger`](FanOut::linger)), so a best-effort destination still behind never holds
+    /// back the end of stream its peers wait for; best-effort ones when the fan-out
+    /// completes `Ok`.
     pub fn shutdown_destinations(mut self, yes: bool) -> FanOut {
         self.shutdown_destinations = yes;
+        self
+    }
+
+    /// How long best-effort destinations may go on once the main path is done — the
+    /// source is done and every required destination has every byte (default
+    /// [`DEFAULT_LINGER`]; `None`: as long as they need). At that point the required
+    /// branches have succeeded; a best-effort destination that still has not got every
+    /// byte when the linger ends is dropped with [`Error::TimedOut`] and what it missed
+    /// counted, and the fan-out completes. So a mirror that stops reading near the end of
+    /// a stream — within its `max_lag`, so never dropped for lag — delays the completion
+    /// by at most this, and the required destinations not at all.
+    pub fn linger(mut self, limit: Option<Duration>) -> FanOut {
+        self.linger = limit;
         self
     }
 

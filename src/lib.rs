@@ -97,7 +97,9 @@ pub use config::BackendPreference;
 pub use endpoint::Endpoint;
 pub use engine::Engine;
 pub use error::{Error, Op, Rejected, Result};
-pub use fan_out::{Branch, FanOut, MAX_FAN_OUT, MIN_FAN_OUT, Policy, RejectedFanOut};
+pub use fan_out::{
+    Branch, DEFAULT_LINGER, FanOut, MAX_FAN_OUT, MIN_FAN_OUT, Policy, RejectedFanOut,
+};
 pub use stats::Stats;
 pub use transfer::{Length, Strategy, Transfer, TransferId};
 

@@ -133,7 +133,7 @@ fn a_best_effort_destination_that_stops_reading_is_dropped_and_counted() {
         let (src, feed) = source_of(Kind::Tcp, "stall", &payload);
         let (d1, s1) = destination_of(Kind::Tcp, "stall1", &[]);
         let (d2, s2) = destination_of(Kind::File, "stall2", &[]);
-        let (stalled_peer, stalled) = tcp_pair_small_buffers();
+        let (stalled, stalled_peer) = tcp_pair_small_buffers();
         let f = FanOut::new(src)
             .length(Length::Exact(payload.len() as u64))
             .destination(d1, Policy::Required)
@@ -166,6 +166,171 @@ fn a_best_effort_destination_that_stops_reading_is_dropped_and_counted() {
             assert_eq!(checksum(&s.contents("stall")), checksum(&payload));
         }
         feed.finish("stall");
+    });
+}
+
+/// A best-effort leg that is already waiting for its socket to drain when it falls
+/// `max_lag` behind: the source trickles in (the test feeds a pipe and runs the engine in
+/// turn, so one run takes at most the pipe's 64 KiB, far below `max_lag`), the fan-out parks
+/// many times with that wait armed before the lag is reached, then finishes. The wait is
+/// taken back before the completion hands the socket back (regression: 4686b8e; before it,
+/// finishing asserted that nothing of the fan-out was still with the driver).
+#[test]
+fn a_best_effort_leg_dropped_with_its_wait_armed_is_taken_back_before_completing() {
+    use std::io::Write;
+    let _s = serial();
+    run_configs(&backends(), |cfg| {
+        let mut e = cfg.engine_from(cfg.builder().pipe_size(64 << 10));
+        let payload = Rng::for_test("armed").bytes(4 << 20);
+        let (src, mut feed) = std::io::pipe().expect("pipe");
+        set_nonblocking(&feed, true);
+        let (d1, s1) = destination_of(Kind::Tcp, "armed1", &[]);
+        let (stalled, stalled_peer) = tcp_pair_small_buffers();
+        let max_lag = 1 << 20;
+        let f = FanOut::new(OwnedFd::from(src))
+            .length(Length::Exact(payload.len() as u64))
+            .destination(d1, Policy::Required)
+            .destination(stalled, Policy::BestEffort { max_lag });
+        e.submit_fan_out(f).expect("submit");
+        let mut done = Vec::new();
+        let mut rest = &payload[..];
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        while !rest.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "[{cfg}] hang guard");
+            match feed.write(&rest[..rest.len().min(16 << 10)]) {
+                Ok(n) => rest = &rest[n..],
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => panic!("[{cfg}] feed the source: {err}"),
+            }
+            e.wait(&mut done, Some(Duration::from_millis(1)))
+                .expect("wait");
+        }
+        drop(feed);
+        let c = done.pop().unwrap_or_else(|| one(&mut e, "armed"));
+        assert!(
+            done.is_empty() && e.in_flight() == 0,
+            "[{cfg}] one completion"
+        );
+        assert!(c.is_ok(), "[{cfg}] {:?}", c.result);
+        assert_eq!(c.delivered, payload.len() as u64, "[{cfg}] taken");
+        let mut b = c.branches.into_iter();
+        let (b1, bs) = (b.next().unwrap(), b.next().unwrap());
+        assert!(
+            matches!(bs.result, Err(Error::Lagged { max_lag: m, .. }) if m == max_lag),
+            "[{cfg}] {:?}",
+            bs.result
+        );
+        assert_eq!(bs.delivered + bs.missed, payload.len() as u64);
+        drop(bs.destination);
+        let mut got = Vec::new();
+        let mut p = stalled_peer;
+        p.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        p.read_to_end(&mut got)
+            .expect("read the dropped destination");
+        assert_eq!(got.len() as u64, bs.delivered, "[{cfg}] dropped count");
+        assert_same_bytes(&got, &payload[..got.len()], "dropped destination");
+        assert!(b1.result.is_ok(), "[{cfg}] {:?}", b1.result);
+        assert_eq!(b1.delivered, payload.len() as u64);
+        drop(b1.destination);
+        assert_eq!(checksum(&s1.contents("armed")), checksum(&payload));
+    });
+}
+
+/// A best-effort destination that stops reading near the end of the stream, within its
+/// `max_lag` (so never dropped for lag): the required destination gets its end of file as
+/// soon as it has every byte, not when the mirror is done. With no linger the fan-out then
+/// waits for the mirror (until cancelled); with one, the mirror is dropped when it ends,
+/// with `TimedOut` and exact counts, and the fan-out succeeds.
+#[test]
+fn a_stalled_best_effort_destination_never_holds_back_the_required_end_of_file() {
+    let _s = serial();
+    run_configs(&backends(), |cfg| {
+        for linger in [None, Some(Duration::from_millis(300))] {
+            let what = format!("linger {linger:?}");
+            let mut e = cfg.engine_from(cfg.builder().pipe_size(64 << 10));
+            let payload = Rng::for_test("linger").bytes(1 << 20);
+            let (src, feed) = source_of(Kind::Unix, "linger", &payload);
+            let (d1, s1) = destination_of(Kind::Tcp, "linger1", &[]);
+            let (stalled, stalled_peer) = tcp_pair_small_buffers();
+            let max_lag = 64 << 20;
+            let f = FanOut::new(src)
+                .destination(d1, Policy::Required)
+                .destination(stalled, Policy::BestEffort { max_lag })
+                .shutdown_destinations(true)
+                .linger(linger);
+            let id = e.submit_fan_out(f).expect("submit");
+            let Sink::Stream(reader) = s1 else {
+                unreachable!()
+            };
+            let mut done = Vec::new();
+            let deadline = std::time::Instant::now() + HANG_GUARD;
+            // The required peer reads to its end of file while the mirror holds bytes.
+            while !reader.is_finished() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "[{cfg}] {what}: hang guard: the required destination got no end of file"
+                );
+                e.wait(&mut done, Some(Duration::from_millis(10))).unwrap();
+            }
+            let got = join(reader, &what).expect("read the required destination");
+            assert_eq!(checksum(&got), checksum(&payload), "[{cfg}] {what}");
+            let c = match linger {
+                None => {
+                    assert!(
+                        done.is_empty(),
+                        "[{cfg}] {what}: the mirror still holds it: {:?}",
+                        done.first().map(|c| (
+                            &c.result,
+                            c.branches
+                                .iter()
+                                .map(|b| (&b.result, b.delivered, b.missed))
+                                .collect::<Vec<_>>()
+                        ))
+                    );
+                    assert!(e.cancel(id));
+                    let c = one(&mut e, &what);
+                    assert!(matches!(c.result, Err(Error::Cancelled)), "{:?}", c.result);
+                    let b0 = &c.branches[0];
+                    assert!(b0.result.is_ok(), "[{cfg}] {what}: {:?}", b0.result);
+                    assert!(matches!(c.branches[1].result, Err(Error::Cancelled)));
+                    c
+                }
+                Some(_) => {
+                    let c = done.pop().unwrap_or_else(|| one(&mut e, &what));
+                    assert!(c.is_ok(), "[{cfg}] {what}: {:?}", c.result);
+                    assert!(c.branches[0].result.is_ok());
+                    assert!(
+                        matches!(c.branches[1].result, Err(Error::TimedOut)),
+                        "[{cfg}] {what}: {:?}",
+                        c.branches[1].result
+                    );
+                    c
+                }
+            };
+            assert_eq!(c.delivered, payload.len() as u64, "[{cfg}] {what}: taken");
+            assert_eq!(c.branches[0].delivered, payload.len() as u64);
+            let mut b = c.branches.into_iter();
+            let bs = b.nth(1).unwrap();
+            assert!(bs.missed > 0, "[{cfg}] {what}: the mirror was behind");
+            assert_eq!(
+                bs.delivered + bs.missed,
+                payload.len() as u64,
+                "[{cfg}] {what}"
+            );
+            drop(bs.destination);
+            let mut got = Vec::new();
+            let mut p = stalled_peer;
+            p.set_read_timeout(Some(HANG_GUARD)).unwrap();
+            p.read_to_end(&mut got).expect("read the mirror");
+            assert_eq!(
+                got.len() as u64,
+                bs.delivered,
+                "[{cfg}] {what}: mirror count"
+            );
+            assert_same_bytes(&got, &payload[..got.len()], "mirror");
+            drop(c.source);
+            feed.finish(&what);
+        }
     });
 }
 

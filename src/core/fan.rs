@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op};
@@ -70,6 +71,8 @@ pub(crate) struct Leg {
     pub(crate) with_driver: bool,
     /// A best-effort leg found no pipe within the budget.
     pub(crate) starved: bool,
+    /// Its write side was shut down when the main path was done.
+    pub(crate) shut: bool,
     /// `Some`: stopped, with why.
     pub(crate) end: Option<Result<(), Error>>,
 }
@@ -89,6 +92,7 @@ impl Leg {
             want_write: false,
             with_driver: false,
             starved: false,
+            shut: false,
             end: None,
         }
     }
@@ -99,6 +103,11 @@ impl Leg {
 
     pub(crate) fn required(&self) -> bool {
         self.policy == Policy::Required
+    }
+
+    /// Stopped with every byte it was to get.
+    pub(crate) fn succeeded(&self) -> bool {
+        matches!(self.end, Some(Ok(())))
     }
 
     /// Teed and not yet accepted by the destination.
@@ -140,6 +149,14 @@ pub(crate) struct Fan {
     pub(crate) waiting_pipe: bool,
     pub(crate) started: bool,
     pub(crate) shutdown: bool,
+    /// How long best-effort legs may go on once the main path is done (`None`: as long
+    /// as they need).
+    pub(crate) linger: Option<Duration>,
+    /// The main path is done: the source, and every required leg has every byte.
+    pub(crate) main_done: bool,
+    /// The main path just got done with best-effort legs still behind: the engine starts
+    /// the linger timer.
+    pub(crate) linger_starts: bool,
 }
 
 impl Fan {
@@ -162,6 +179,9 @@ impl Fan {
             waiting_pipe: false,
             started: false,
             shutdown,
+            linger: None,
+            main_done: false,
+            linger_starts: false,
         }
     }
 
@@ -297,7 +317,7 @@ impl Fan {
         l.want_write = false;
         if required {
             self.stop.get_or_insert(Stop::Failed(i));
-        } else if !self.legs.iter().any(Leg::live) {
+        } else if !self.legs.iter().any(|l| l.live() || l.succeeded()) {
             self.stop.get_or_insert(Stop::NoneLeft(i));
         }
     }
@@ -306,14 +326,53 @@ impl Fan {
         self.stop.get_or_insert(Stop::Cancelled);
     }
 
-    /// Drops the best-effort legs that the trunk must move past: they tried to tee and
-    /// are still short of where every required leg has got to (or, with no required leg
-    /// left, of everything taken).
+    /// Ends the main path once the source is done and every required leg has every byte:
+    /// those legs succeed now (a best-effort leg still behind never holds them back: the
+    /// caller may shut them down at once), and if a best-effort leg is still behind, the
+    /// linger starts. Returns the legs that succeeded now.
+    pub(crate) fn end_main_path(&mut self) -> Vec<usize> {
+        let taken = self.taken;
+        let done = self.stop.is_none()
+            && self.source_done()
+            && self
+                .legs
+                .iter()
+                .filter(|l| l.required())
+                .all(|l| l.delivered == taken);
+        if self.main_done || !done {
+            return Vec::new();
+        }
+        self.main_done = true;
+        let mut now = Vec::new();
+        for (i, l) in self.legs.iter_mut().enumerate() {
+            if l.required() && l.live() {
+                l.end = Some(Ok(()));
+                now.push(i);
+            }
+        }
+        self.linger_starts = self.legs.iter().any(|l| l.live() && l.delivered < taken);
+        now
+    }
+
+    /// The linger is over: every best-effort leg still behind is dropped, with what it
+    /// missed counted.
+    pub(crate) fn end_linger(&mut self) {
+        for i in 0..self.legs.len() {
+            if self.legs[i].live() && self.legs[i].delivered < self.taken {
+                self.fail_leg(i, Error::TimedOut);
+            }
+        }
+    }
+
+    /// Drops the best-effort legs that the trunk must move past: they are short of where
+    /// every required leg has got to (or, with no required leg, of everything taken) and
+    /// can take no more — their pipes hold `max_lag` or are as many as it allows, or the
+    /// budget had no pipe for them.
     pub(crate) fn drop_laggards(&mut self) {
         let bound = self
             .legs
             .iter()
-            .filter(|l| l.live() && l.required())
+            .filter(|l| l.required() && (l.live() || l.succeeded()))
             .map(|l| l.teed)
             .min()
             .unwrap_or(self.taken);
@@ -325,6 +384,13 @@ impl Fan {
             let Policy::BestEffort { max_lag } = l.policy else {
                 continue;
             };
+            // Short of the others only because its newest pipe filled mid-trunk: it tees
+            // the rest once the trunk's start has moved up to it, so it is kept.
+            let cap = l.backlog.back().map_or(0, |s| s.pipe.capacity());
+            let full = l.buffered() >= max_lag || l.backlog.len() >= l.max_pipes(cap);
+            if !full && !l.starved {
+                continue;
+            }
             let behind = self.taken - l.delivered;
             let err = if l.starved && l.buffered() < max_lag {
                 Error::PipeBudget(format!(

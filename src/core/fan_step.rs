@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use crate::error::{Error, Op};
 use crate::op::{drain, fill, tee};
 use crate::stats::Stats;
-use crate::sys::SigpipeGuard;
+use crate::sys::{self, SigpipeGuard};
 
 use super::fan::{Fan, Segment, Stop};
 use super::id::Id;
@@ -57,6 +57,9 @@ pub(crate) fn run(f: &mut Fan, cx: &mut FanCx<'_>) -> FanPark {
         progress |= tee_legs(f, cx);
         f.drop_laggards();
         progress |= discard(f, cx);
+        for i in f.end_main_path() {
+            shut_down_early(f, i);
+        }
         if f.finished() {
             // A wait still with the driver (a dropped leg's, the source's) is taken back
             // first: the kernel must not hold an fd the completion hands back.
@@ -78,6 +81,23 @@ pub(crate) fn run(f: &mut Fan, cx: &mut FanCx<'_>) -> FanPark {
     }
     release_idle(f, cx.pipes);
     park
+}
+
+/// A required leg has every byte and the main path is done: its socket's write side is
+/// shut down now if the fan-out passes half-closes on, without waiting for best-effort
+/// legs. A failure fails the fan-out.
+fn shut_down_early(f: &mut Fan, i: usize) {
+    let l = &mut f.legs[i];
+    if !f.shutdown || !l.socket {
+        return;
+    }
+    match sys::shutdown_write(l.dst) {
+        Ok(()) => l.shut = true,
+        Err(e) => {
+            l.end = Some(Err(Error::io(Op::Shutdown, l.dst, e)));
+            f.stop.get_or_insert(Stop::Failed(i));
+        }
+    }
 }
 
 /// Every live leg with a backlog splices from its oldest pipe into its destination.

@@ -250,6 +250,17 @@ impl Core {
     }
 
     /// Puts a fan-out on the ready queue, once.
+    /// A fan-out's linger is over: its best-effort legs still behind are dropped and it
+    /// runs again to finish. `false`: `id` is no fan-out.
+    pub(crate) fn end_linger(&mut self, id: Id) -> bool {
+        let Some(f) = self.slots.fan(id) else {
+            return false;
+        };
+        f.end_linger();
+        self.queue_fan(id);
+        true
+    }
+
     pub(crate) fn queue_fan(&mut self, id: Id) {
         if let Some(f) = self.slots.fan(id)
             && !f.queued
@@ -346,6 +357,7 @@ impl Core {
         };
         let park = fan_step::run(f, &mut cx);
         let moved = cx.moved;
+        let linger = f.linger.filter(|_| std::mem::take(&mut f.linger_starts));
         let mut arms = Vec::new();
         if park == FanPark::Wait {
             if f.want_read && !f.src_with_driver && f.src_pollable {
@@ -358,6 +370,9 @@ impl Core {
                     arms.push((l.id, l.dst, Dir::Write));
                 }
             }
+        }
+        if let Some(d) = linger {
+            self.slots.start_timer(id, d);
         }
         self.hand_out_pipes();
         Some((park, moved, arms))
@@ -419,9 +434,10 @@ impl Core {
         self.hand_out_pipes();
         let mut result = f.outcome();
         let undelivered = if result.is_ok() { 0 } else { f.undelivered() };
+        let shut: Vec<bool> = f.legs.iter().map(|l| l.shut).collect();
         let mut branches = f.branches(dsts);
         if result.is_ok() && f.shutdown {
-            result = shutdown_legs(&mut branches);
+            result = shutdown_legs(&mut branches, &shut);
         }
         self.stats.bytes += f.taken;
         self.slots.done.push_back(Completion {
@@ -437,11 +453,13 @@ impl Core {
     }
 }
 
-/// Shuts down the write side of every socket destination that got every byte; the first
+/// Shuts down the write side of every socket destination that got every byte and is not
+/// shut down yet (`shut`: the required ones, when the main path was done); the first
 /// failure is the fan-out's result.
-fn shutdown_legs(branches: &mut [crate::fan_out::Branch]) -> Result<()> {
+fn shutdown_legs(branches: &mut [crate::fan_out::Branch], shut: &[bool]) -> Result<()> {
     let mut out = Ok(());
-    for b in branches.iter_mut().filter(|b| b.result.is_ok()) {
+    let todo = branches.iter_mut().zip(shut).filter(|(_, s)| !**s);
+    for b in todo.map(|(b, _)| b).filter(|b| b.result.is_ok()) {
         let fd = b.destination.as_raw_fd();
         if sys::fd_kind(fd).is_ok_and(|(k, _)| k == sys::FdKind::Socket)
             && let Err(e) = sys::shutdown_write(fd)

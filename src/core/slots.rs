@@ -280,7 +280,8 @@ impl Slots {
             Length::Exact(n) => Some(n),
             Length::UntilEof => None,
         };
-        let fan = Fan::new(f.src.as_raw_fd(), length, f.shutdown_destinations);
+        let mut fan = Fan::new(f.src.as_raw_fd(), length, f.shutdown_destinations);
+        fan.linger = f.linger;
         let now = Instant::now();
         let slot = |generation, src, dst, state| Slot {
             generation,
@@ -386,6 +387,16 @@ impl Slots {
             }
         }
         out
+    }
+
+    /// Starts a deadline `limit` from now on a running slot (a fan-out's linger).
+    pub(crate) fn start_timer(&mut self, id: Id, limit: Duration) {
+        let Some(slot) = self.get(id) else { return };
+        let Some(at) = Instant::now().checked_add(limit) else {
+            return; // never, in effect
+        };
+        slot.timing.deadline = Some(at);
+        self.timers.push(Reverse((at, id.index(), id.generation())));
     }
 
     /// The earliest pending timer, if any.
