@@ -20,13 +20,14 @@ pub enum Policy {
     /// more is read than it has room for), and its failure fails the whole fan-out.
     #[default]
     Required,
-    /// A mirror: it never holds the source back. It is dropped, with
-    /// [`Error::Lagged`] and the bytes it missed counted, when the others have moved on
-    /// past what it could buffer and it is more than `max_lag` bytes behind the source (its
-    /// buffer is one engine pipe, [`Builder::pipe_size`](crate::Builder::pipe_size), so a
-    /// `max_lag` larger than that acts as the pipe's size); or with
-    /// [`Error::PipeBudget`] when the budget has no pipe for it at that moment. When it
-    /// fails (its peer resets, say) only it stops; the others go on untouched.
+    /// A mirror: it never holds the source back. It buffers what its destination has not
+    /// accepted yet in pipes of its own, up to `max_lag` bytes (or `max_lag` ÷
+    /// [`Builder::pipe_size`](crate::Builder::pipe_size) pipes, rounded up). When the
+    /// others have moved on past what it could buffer it is dropped, with
+    /// [`Error::Lagged`] and the bytes it missed counted; or with [`Error::PipeBudget`]
+    /// when the budget has no pipe for it at that moment. When it fails (its peer resets,
+    /// say) only it stops; the others go on untouched. Once the main path is done it has
+    /// the fan-out's [linger](FanOut::linger) to deliver the rest.
     BestEffort {
         /// Bytes taken from the source and not yet accepted by this destination, at most.
         max_lag: u64,

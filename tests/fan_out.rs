@@ -6,11 +6,12 @@
 mod common;
 
 use std::io::Read;
+use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use common::*;
-use ringsplice::{Completion, Engine, Error, FanOut, Length, Policy, Strategy};
+use ringsplice::{Branch, Completion, Engine, Error, FanOut, Length, Policy, Strategy};
 
 /// One configuration per backend.
 fn backends() -> Vec<Config> {
@@ -61,6 +62,20 @@ fn fan_and_check(cfg: Config, src_kind: Kind, kinds: &[Kind], payload: &[u8], wh
     }
     feed.finish(what);
     assert_eq!(e.stats().pipes_discarded, 0, "[{cfg}] {what}");
+}
+
+/// A dropped best-effort branch's account is exact: what it delivered and missed add up to
+/// the payload, and its peer reads exactly the first `delivered` bytes.
+fn check_dropped(b: Branch, peer: TcpStream, payload: &[u8], what: &str) {
+    assert_eq!(b.delivered + b.missed, payload.len() as u64, "{what}");
+    drop(b.destination); // end of file for its peer
+    let mut got = Vec::new();
+    let mut p = peer;
+    p.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    p.read_to_end(&mut got)
+        .expect("read the dropped destination");
+    assert_eq!(got.len() as u64, b.delivered, "{what}: dropped count");
+    assert_same_bytes(&got, &payload[..got.len()], what);
 }
 
 const MIXED: [Kind; 8] = [
@@ -149,16 +164,7 @@ fn a_best_effort_destination_that_stops_reading_is_dropped_and_counted() {
             "[{cfg}] {:?}",
             bs.result
         );
-        assert_eq!(bs.delivered + bs.missed, payload.len() as u64);
-        // What it got is exactly what its peer can read: the first `delivered` bytes.
-        drop(bs.destination);
-        let mut got = Vec::new();
-        let mut p = stalled_peer;
-        p.set_read_timeout(Some(HANG_GUARD)).unwrap();
-        p.read_to_end(&mut got)
-            .expect("read the dropped destination");
-        assert_eq!(got.len() as u64, bs.delivered, "[{cfg}] dropped count");
-        assert_same_bytes(&got, &payload[..got.len()], "dropped destination");
+        check_dropped(bs, stalled_peer, &payload, &format!("[{cfg}] stalled"));
         for (b, s) in [(b1, s1), (b2, s2)] {
             assert!(b.result.is_ok());
             assert_eq!(b.delivered, payload.len() as u64);
@@ -220,15 +226,7 @@ fn a_best_effort_leg_dropped_with_its_wait_armed_is_taken_back_before_completing
             "[{cfg}] {:?}",
             bs.result
         );
-        assert_eq!(bs.delivered + bs.missed, payload.len() as u64);
-        drop(bs.destination);
-        let mut got = Vec::new();
-        let mut p = stalled_peer;
-        p.set_read_timeout(Some(HANG_GUARD)).unwrap();
-        p.read_to_end(&mut got)
-            .expect("read the dropped destination");
-        assert_eq!(got.len() as u64, bs.delivered, "[{cfg}] dropped count");
-        assert_same_bytes(&got, &payload[..got.len()], "dropped destination");
+        check_dropped(bs, stalled_peer, &payload, &format!("[{cfg}] armed"));
         assert!(b1.result.is_ok(), "[{cfg}] {:?}", b1.result);
         assert_eq!(b1.delivered, payload.len() as u64);
         drop(b1.destination);
@@ -312,22 +310,7 @@ fn a_stalled_best_effort_destination_never_holds_back_the_required_end_of_file()
             let mut b = c.branches.into_iter();
             let bs = b.nth(1).unwrap();
             assert!(bs.missed > 0, "[{cfg}] {what}: the mirror was behind");
-            assert_eq!(
-                bs.delivered + bs.missed,
-                payload.len() as u64,
-                "[{cfg}] {what}"
-            );
-            drop(bs.destination);
-            let mut got = Vec::new();
-            let mut p = stalled_peer;
-            p.set_read_timeout(Some(HANG_GUARD)).unwrap();
-            p.read_to_end(&mut got).expect("read the mirror");
-            assert_eq!(
-                got.len() as u64,
-                bs.delivered,
-                "[{cfg}] {what}: mirror count"
-            );
-            assert_same_bytes(&got, &payload[..got.len()], "mirror");
+            check_dropped(bs, stalled_peer, &payload, &format!("[{cfg}] {what}"));
             drop(c.source);
             feed.finish(&what);
         }
