@@ -25,8 +25,9 @@
 //! engine and `SO_REUSEPORT` listener, as `file_server --threads N`); `@PATH`, another
 //! build of this bench to serve from (the engine before a change against after it, in one
 //! run); `+key=value` settings for an experiment, read by the ringsplice servers:
-//! `fairness` and `chunk` (`Builder::fairness_bytes`, `chunk_size`), `sndbuf` and `lowat`
-//! (`SO_SNDBUF`, `TCP_NOTSENT_LOWAT` on each served socket), `strategy=inline` (splice
+//! `fairness` and `chunk` (`Builder::fairness_bytes`, `chunk_size`), `sndbuf`, `lowat`,
+//! `nodelay` and `cork` (`SO_SNDBUF`, `TCP_NOTSENT_LOWAT`, `TCP_NODELAY`, `TCP_CORK` on
+//! each served socket), `strategy=inline` (splice
 //! through a pipe instead of `sendfile`). E.g. `--servers uring,uring+fairness=16777216`.
 //!
 //! Every server runs in its own child process (this binary again, with the hidden
@@ -487,12 +488,16 @@ fn knob(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// `SENDFILE_SNDBUF` (`SO_SNDBUF`) and `SENDFILE_LOWAT` (`TCP_NOTSENT_LOWAT`) on a served
-/// socket, when set.
+/// `SENDFILE_SNDBUF` (`SO_SNDBUF`), `SENDFILE_LOWAT` (`TCP_NOTSENT_LOWAT`),
+/// `SENDFILE_NODELAY` (`TCP_NODELAY`, which Go sets on every TCP socket) and `SENDFILE_CORK`
+/// (`TCP_CORK`, held until the socket is closed after its last byte) on a served socket,
+/// when set.
 fn socket_knobs(sock: &TcpStream) {
     for (name, level, opt) in [
         ("SENDFILE_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF),
         ("SENDFILE_LOWAT", libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+        ("SENDFILE_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        ("SENDFILE_CORK", libc::IPPROTO_TCP, libc::TCP_CORK),
     ] {
         if let Some(v) = knob(name) {
             let v = v as libc::c_int;
