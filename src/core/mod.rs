@@ -249,7 +249,6 @@ impl Core {
         Ok(id.transfer_id())
     }
 
-    /// Puts a fan-out on the ready queue, once.
     /// A fan-out's linger is over: its best-effort legs still behind are dropped and it
     /// runs again to finish. `false`: `id` is no fan-out.
     pub(crate) fn end_linger(&mut self, id: Id) -> bool {
@@ -261,6 +260,7 @@ impl Core {
         true
     }
 
+    /// Puts a fan-out on the ready queue, once.
     pub(crate) fn queue_fan(&mut self, id: Id) {
         if let Some(f) = self.slots.fan(id)
             && !f.queued
@@ -357,7 +357,8 @@ impl Core {
         };
         let park = fan_step::run(f, &mut cx);
         let moved = cx.moved;
-        let linger = f.linger.filter(|_| std::mem::take(&mut f.linger_starts));
+        let starts = std::mem::take(&mut f.linger_starts);
+        let linger = f.linger.filter(|_| starts);
         let mut arms = Vec::new();
         if park == FanPark::Wait {
             if f.want_read && !f.src_with_driver && f.src_pollable {
