@@ -137,6 +137,7 @@ impl fmt::Debug for FanOut {
             .field("len", &self.len)
             .field("tag", &self.tag)
             .field("shutdown_destinations", &self.shutdown_destinations)
+            .field("linger", &self.linger)
             .finish()
     }
 }
