@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use common::{Config, Kind, Peer, Rng};
+use common::{Config, Kind, Peer, Rng, raise_buffer};
 use ringsplice::{Error, Length, Transfer};
 
 /// The kinds of record source.
@@ -45,37 +45,6 @@ impl RecordKind {
     /// datagram sockets have no end of stream, so those transfers use an exact length).
     fn has_eof(self) -> bool {
         self == RecordKind::UnixSeqpacket
-    }
-}
-
-fn setsockopt_int(fd: RawFd, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
-    // SAFETY: the option value is one valid int, its size passed alongside.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Raises a socket buffer: the `FORCE` form (root) past `wmem_max`/`rmem_max`, else the
-/// plain one.
-fn raise_buffer(fd: RawFd, send: bool, bytes: i32) {
-    let (force, plain) = if send {
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
-    } else {
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
-    };
-    if setsockopt_int(fd, force, bytes).is_err() {
-        setsockopt_int(fd, plain, bytes).expect("setsockopt buffer size");
     }
 }
 

@@ -26,6 +26,19 @@ fn setsockopt_raw<T>(fd: RawFd, name: i32, value: &T) -> io::Result<()> {
     }
 }
 
+/// Raises a socket buffer (`send`: the send buffer, else the receive buffer): the `FORCE`
+/// form (root) past `wmem_max`/`rmem_max`, else the plain one.
+pub(crate) fn raise_buffer(fd: RawFd, send: bool, bytes: i32) {
+    let (force, plain) = if send {
+        (sys::SO_SNDBUFFORCE, sys::SO_SNDBUF)
+    } else {
+        (sys::SO_RCVBUFFORCE, sys::SO_RCVBUF)
+    };
+    if setsockopt_raw(fd, force, &bytes).is_err() {
+        setsockopt_raw(fd, plain, &bytes).expect("setsockopt buffer size");
+    }
+}
+
 /// `SO_LINGER {on, 0}`: closing the socket then sends a RST instead of a FIN.
 pub(crate) fn set_linger_zero(s: &impl AsRawFd) {
     let l = sys::Linger {
