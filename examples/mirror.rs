@@ -11,6 +11,9 @@
 //!
 //! - client → upstream: a [`FanOut`] from the client socket to the upstream
 //!   (`Policy::Required`) and the mirror (`Policy::BestEffort`), half-close passed on;
+//! - the upstream gets the client's half-close as soon as it has every byte; a mirror still
+//!   behind then has the fan-out's linger (`ringsplice::DEFAULT_LINGER`, one second) to
+//!   catch up before it is dropped;
 //! - upstream → client: an ordinary [`Transfer`];
 //! - the mirror is connected with a short timeout (`--mirror-timeout-ms`, default 200); if
 //!   that fails the connection is relayed without a mirror. One thread, one engine, one
