@@ -64,11 +64,7 @@ impl Proxy {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from the example: {first:?}"));
-        let log = spawn_named("mirror-log", move || {
-            let mut s = first;
-            let _ = err.read_to_string(&mut s);
-            s
-        });
+        let log = read_in_thread("mirror-log", err, &first);
         Proxy { child, addr, log }
     }
 
@@ -77,17 +73,7 @@ impl Proxy {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: `pid` is our own child, not yet reaped (we still hold `self.child`).
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + DROP_GUARD;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait for the example") {
-                break s;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("hang guard: the mirror example did not exit on SIGTERM");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        let status = wait_child(&mut self.child, DROP_GUARD, "the mirror example on SIGTERM");
         let log = join(self.log, "mirror log");
         assert!(status.success(), "mirror example exited {status}:\n{log}");
         log

@@ -1,6 +1,8 @@
 //! Child processes, for behaviour that must be observed with `SIGPIPE` at its default.
 
 use std::io::Read;
+use std::process::{Child, ExitStatus};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{join, spawn_named, sys};
@@ -26,30 +28,21 @@ pub(crate) fn run_child(test: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the child test process");
-    let out_pipe = child.stdout.take().expect("stdout");
-    let err_pipe = child.stderr.take().expect("stderr");
-    let out = spawn_named("rs-test-child-out", move || {
-        let mut s = String::new();
-        let _ = { out_pipe }.read_to_string(&mut s);
-        s
-    });
-    let err = spawn_named("rs-test-child-err", move || {
-        let mut s = String::new();
-        let _ = { err_pipe }.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child {test}: hang guard: still running after 120 s (killed)");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let out = read_in_thread(
+        "rs-test-child-out",
+        child.stdout.take().expect("stdout"),
+        "",
+    );
+    let err = read_in_thread(
+        "rs-test-child-err",
+        child.stderr.take().expect("stderr"),
+        "",
+    );
+    let status = wait_child(
+        &mut child,
+        Duration::from_secs(120),
+        &format!("child {test}"),
+    );
     let out = join(out, "child stdout reader");
     let err = join(err, "child stderr reader");
     if let Some(sig) = status.signal() {
@@ -70,4 +63,34 @@ pub(crate) fn run_child(test: &str) {
         out.contains("1 passed"),
         "child {test} did not run the test:\n--- stdout\n{out}\n--- stderr\n{err}"
     );
+}
+
+/// Reads `from` to its end on a thread of its own, after `start`: a child's output, so the
+/// child never blocks on a full pipe.
+pub(crate) fn read_in_thread(
+    name: &str,
+    mut from: impl Read + Send + 'static,
+    start: &str,
+) -> JoinHandle<String> {
+    let mut s = start.to_string();
+    spawn_named(name, move || {
+        let _ = from.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Waits for `child` to exit; past `limit` it is killed and the test fails (a hang guard).
+pub(crate) fn wait_child(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: hang guard: still running after {limit:?} (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
