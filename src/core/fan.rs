@@ -71,8 +71,6 @@ pub(crate) struct Leg {
     pub(crate) with_driver: bool,
     /// A best-effort leg found no pipe within the budget.
     pub(crate) starved: bool,
-    /// Its write side was shut down when the main path was done.
-    pub(crate) shut: bool,
     /// `Some`: stopped, with why.
     pub(crate) end: Option<Result<(), Error>>,
 }
@@ -92,7 +90,6 @@ impl Leg {
             want_write: false,
             with_driver: false,
             starved: false,
-            shut: false,
             end: None,
         }
     }
@@ -154,9 +151,6 @@ pub(crate) struct Fan {
     pub(crate) linger: Option<Duration>,
     /// The main path is done: the source, and every required leg has every byte.
     pub(crate) main_done: bool,
-    /// The main path just got done with best-effort legs still behind: the engine starts
-    /// the linger timer.
-    pub(crate) linger_starts: bool,
 }
 
 impl Fan {
@@ -181,7 +175,6 @@ impl Fan {
             shutdown,
             linger: None,
             main_done: false,
-            linger_starts: false,
         }
     }
 
@@ -328,18 +321,14 @@ impl Fan {
 
     /// Ends the main path once the source is done and every required leg has every byte:
     /// those legs succeed now (a best-effort leg still behind never holds them back: the
-    /// caller may shut them down at once), and if a best-effort leg is still behind, the
-    /// linger starts. Returns the legs that succeeded now.
+    /// caller may shut them down at once). Returns the legs that succeeded now.
     pub(crate) fn end_main_path(&mut self) -> Vec<usize> {
+        if self.main_done || self.stop.is_some() || !self.source_done() {
+            return Vec::new();
+        }
         let taken = self.taken;
-        let done = self.stop.is_none()
-            && self.source_done()
-            && self
-                .legs
-                .iter()
-                .filter(|l| l.required())
-                .all(|l| l.delivered == taken);
-        if self.main_done || !done {
+        let mut required = self.legs.iter().filter(|l| l.required());
+        if !required.all(|l| l.delivered == taken) {
             return Vec::new();
         }
         self.main_done = true;
@@ -350,15 +339,24 @@ impl Fan {
                 now.push(i);
             }
         }
-        self.linger_starts = self.legs.iter().any(|l| l.live() && l.delivered < taken);
         now
+    }
+
+    /// Whether leg `i` is still going and has not got every byte taken.
+    fn behind(&self, i: usize) -> bool {
+        self.legs[i].live() && self.legs[i].delivered < self.taken
+    }
+
+    /// Some best-effort leg is still behind: once the main path is done, the linger runs.
+    pub(crate) fn lingering(&self) -> bool {
+        (0..self.legs.len()).any(|i| self.behind(i))
     }
 
     /// The linger is over: every best-effort leg still behind is dropped, with what it
     /// missed counted.
     pub(crate) fn end_linger(&mut self) {
         for i in 0..self.legs.len() {
-            if self.legs[i].live() && self.legs[i].delivered < self.taken {
+            if self.behind(i) {
                 self.fail_leg(i, Error::TimedOut);
             }
         }

@@ -91,12 +91,9 @@ fn shut_down_early(f: &mut Fan, i: usize) {
     if !f.shutdown || !l.socket {
         return;
     }
-    match sys::shutdown_write(l.dst) {
-        Ok(()) => l.shut = true,
-        Err(e) => {
-            l.end = Some(Err(Error::io(Op::Shutdown, l.dst, e)));
-            f.stop.get_or_insert(Stop::Failed(i));
-        }
+    if let Err(e) = sys::shutdown_write(l.dst) {
+        l.end = Some(Err(Error::io(Op::Shutdown, l.dst, e)));
+        f.stop.get_or_insert(Stop::Failed(i));
     }
 }
 

@@ -355,10 +355,13 @@ impl Core {
             null,
             moved: 0,
         };
+        let was_done = f.main_done;
         let park = fan_step::run(f, &mut cx);
         let moved = cx.moved;
-        let starts = std::mem::take(&mut f.linger_starts);
-        let linger = f.linger.filter(|_| starts);
+        // The main path got done in this run with a best-effort leg still behind.
+        let linger = f
+            .linger
+            .filter(|_| !was_done && f.main_done && f.lingering());
         let mut arms = Vec::new();
         if park == FanPark::Wait {
             if f.want_read && !f.src_with_driver && f.src_pollable {
@@ -435,10 +438,9 @@ impl Core {
         self.hand_out_pipes();
         let mut result = f.outcome();
         let undelivered = if result.is_ok() { 0 } else { f.undelivered() };
-        let shut: Vec<bool> = f.legs.iter().map(|l| l.shut).collect();
         let mut branches = f.branches(dsts);
         if result.is_ok() && f.shutdown {
-            result = shutdown_legs(&mut branches, &shut);
+            result = shutdown_legs(&mut branches);
         }
         self.stats.bytes += f.taken;
         self.slots.done.push_back(Completion {
@@ -454,13 +456,13 @@ impl Core {
     }
 }
 
-/// Shuts down the write side of every socket destination that got every byte and is not
-/// shut down yet (`shut`: the required ones, when the main path was done); the first
-/// failure is the fan-out's result.
-fn shutdown_legs(branches: &mut [crate::fan_out::Branch], shut: &[bool]) -> Result<()> {
+/// Shuts down the write side of every best-effort socket destination that got every byte;
+/// the first failure is the fan-out's result. (A fan-out completes `Ok` only after its main
+/// path was done, when `fan_step` shut the required ones down already.)
+fn shutdown_legs(branches: &mut [crate::fan_out::Branch]) -> Result<()> {
     let mut out = Ok(());
-    let todo = branches.iter_mut().zip(shut).filter(|(_, s)| !**s);
-    for b in todo.map(|(b, _)| b).filter(|b| b.result.is_ok()) {
+    let best_effort = branches.iter_mut().filter(|b| b.policy != Policy::Required);
+    for b in best_effort.filter(|b| b.result.is_ok()) {
         let fd = b.destination.as_raw_fd();
         if sys::fd_kind(fd).is_ok_and(|(k, _)| k == sys::FdKind::Socket)
             && let Err(e) = sys::shutdown_write(fd)
